@@ -1,0 +1,48 @@
+# Two commands: `make run` serves the whole service on the embedded default, `make test` runs the suite.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+AIWM_PORT ?= 3003
+# The PostgreSQL pass of `make test`; CI=true makes its absence a failure instead of a skip.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+
+.PHONY: run test test-sqlite test-postgres lint typecheck check install migrate bench-list clean
+
+$(STAMP): requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: $(STAMP)
+	$(PY) manage.py migrate --noinput
+
+run: migrate
+	$(PY) manage.py aiwm_banner --port $(AIWM_PORT)
+	$(VENV)/bin/daphne -b 0.0.0.0 -p $(AIWM_PORT) aiwm_project.asgi:application
+
+test: check test-sqlite test-postgres
+
+test-sqlite: $(STAMP)
+	$(PY) -m pytest
+
+test-postgres: $(STAMP)
+	$(PY) tests/run_postgres_pass.py "$(TEST_DATABASE_URL)"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy .
+
+# Static checks that CI must keep green: lint, types, Django's system checks, committed migrations.
+check: lint typecheck
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

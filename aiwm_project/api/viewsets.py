@@ -1,0 +1,113 @@
+"""The base viewset every entity uses: organization scoping that subclasses cannot bypass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status, viewsets
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from aiwm_project import services
+from aiwm_project.api.errors import format_datetime
+from aiwm_project.models import OwnedModel
+from aiwm_project.selectors import RelatedLoader, find_by_identifier, is_valid_identifier
+
+DeleteResponse = inline_serializer(
+    "DeleteResponse",
+    {"message": serializers.CharField(), "deletedAt": serializers.CharField()},
+)
+
+
+class EntityViewSet(viewsets.ModelViewSet):
+    """CRUD for one owned entity.
+
+    Subclasses set `model`, `serializer_class`, `filter_fields`, `sort_fields`, and may narrow
+    reads with `scoped_queryset()`. They cannot override `get_queryset`: every read starts
+    from the caller's organization's live rows, so no endpoint can forget the tenant filter.
+    Writes go through `create_service` / `update_service` / `delete_service`.
+    """
+
+    model: ClassVar[type[OwnedModel]]
+    lookup_field = "id"
+    lookup_url_kwarg = "id"
+    lookup_value_regex = "[^/]+"
+    http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
+    filter_fields: ClassVar[dict[str, str]] = {}
+    plain_filter_params: ClassVar[tuple[str, ...]] = ()
+    sort_fields: ClassVar[dict[str, str]] = {}
+    default_sort = "-createdAt"
+    # label -> (model label, field holding the business id): loaded for the whole page at once.
+    populate: ClassVar[dict[str, tuple[str, str]]] = {}
+
+    create_service: Callable[..., Any] = staticmethod(services.entity_create)
+    update_service: Callable[..., Any] = staticmethod(services.entity_update)
+    delete_service: Callable[..., Any] = staticmethod(services.entity_delete)
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if "get_queryset" in cls.__dict__ or "queryset" in cls.__dict__:
+            raise TypeError(f"{cls.__name__}: override scoped_queryset(), not get_queryset()/queryset")
+
+    # --- reads ---
+    def get_queryset(self) -> QuerySet:
+        user: Any = self.request.user if self.request else None
+        org_id = getattr(user, "org_id", None)
+        return self.scoped_queryset(self.model.objects.for_org(org_id))
+
+    def scoped_queryset(self, queryset: QuerySet) -> QuerySet:
+        return queryset
+
+    def get_object(self) -> Any:
+        identifier = self.kwargs[self.lookup_url_kwarg]
+        if not is_valid_identifier(identifier):
+            raise ValidationError({"id": [f"{identifier[:64]!r} is not a valid id"]})
+        instance = find_by_identifier(self.get_queryset(), identifier)
+        if instance is None:
+            raise NotFound(f"{self.model.entity_label} with ID {identifier} not found")
+        self.check_object_permissions(self.request, instance)
+        return instance
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = super().get_serializer_context()
+        user: Any = self.request.user if self.request is not None else None
+        context["loader"] = RelatedLoader(getattr(user, "org_id", ""))
+        return context
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        serializer = self.get_serializer(page, many=True)
+        loader: RelatedLoader = serializer.context["loader"]
+        for model_label, field in self.populate.values():
+            loader.prime(model_label, {getattr(row, field) for row in page or []})
+        return self.get_paginated_response(serializer.data)
+
+    # --- writes ---
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        instance = self.create_service(model=self.model, data=serializer.validated_data, actor=request.user)
+        return Response(self.get_serializer(instance).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # PUT is a partial update, as the contract's examples send only the fields that change.
+        instance = self.get_object()
+        serializer = self.get_serializer(instance, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        instance = self.update_service(instance=instance, data=serializer.validated_data, actor=request.user)
+        return Response(self.get_serializer(instance).data)
+
+    @extend_schema(responses={200: OpenApiResponse(DeleteResponse)})
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        instance = self.delete_service(instance=self.get_object(), actor=request.user)
+        return Response(
+            {
+                "message": f"{self.model.entity_label} deleted successfully",
+                "deletedAt": format_datetime(instance.deleted_at),
+            }
+        )

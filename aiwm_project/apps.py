@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AiwmProjectConfig(AppConfig):
+    name = "aiwm_project"
+    verbose_name = "AIWM"

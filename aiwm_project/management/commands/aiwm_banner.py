@@ -1,0 +1,42 @@
+"""Printed by `make run` before the server starts: where it is and how to get a token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+
+class Command(BaseCommand):
+    help = "Print the service URLs and how to get a token."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--port", type=int, default=settings.AIWM_PORT)
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        base = f"http://localhost:{opts['port']}"
+        db = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+        mode = "Redis " + settings.REDIS_URL if settings.REDIS_URL else "embedded (no Redis)"
+        lines = [
+            "",
+            f"AIWM {settings.AIWM_SERVER_VERSION} — database: {db}, bus: {mode}",
+            f"  API:        {base}/api",
+            f"  Swagger UI: {base}/api-docs   (schema: {base}/api-docs/schema)",
+            f"  Health:     {base}/api/health",
+            f"  Node WS:    ws://localhost:{opts['port']}/ws/node",
+            f"  Admin:      {base}/admin   (python manage.py createsuperuser)",
+            "",
+            "  Get a token:",
+            "    .venv/bin/python manage.py create_iam_user --username admin --password 'change-me' \\",
+            "        --org-id org-1 --roles organization.owner",
+            f"    curl -s -X POST {base}/auth/login -H 'Content-Type: application/json' \\",
+            '        -d \'{"username":"admin","password":"change-me"}\'',
+            "  or, without a user:",
+            "    .venv/bin/python manage.py issue_token --username admin --user-id u1 --org-id org-1 \\",
+            "        --roles organization.owner",
+            "",
+        ]
+        if not settings.AIWM_LOCAL_LOGIN:
+            lines[9:16] = ["  Get a token from your IAM service (local login is off)."]
+        self.stdout.write("\n".join(lines))

@@ -1,0 +1,79 @@
+"""Request middleware: the x-correlation-id on every response and log line, and API body guards."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import uuid
+from collections.abc import Callable
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+
+from aiwm_project.api.errors import error_response
+
+CORRELATION_HEADER = "x-correlation-id"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+correlation_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="-")
+
+
+def current_correlation_id() -> str:
+    return correlation_id_var.get()
+
+
+class CorrelationIdLogFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.correlation_id = correlation_id_var.get()
+        return True
+
+
+class CorrelationIdMiddleware:
+    """Echo a sane client x-correlation-id or generate a UUID4; expose it to logs and error bodies."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        supplied = request.headers.get(CORRELATION_HEADER, "")
+        # An arbitrary client string must not be able to inject into log lines or headers.
+        cid = supplied if _SAFE_ID.match(supplied) else str(uuid.uuid4())
+        token = correlation_id_var.set(cid)
+        request.correlation_id = cid  # type: ignore[attr-defined]
+        try:
+            response = self.get_response(request)
+        finally:
+            correlation_id_var.reset(token)
+        response[CORRELATION_HEADER] = cid
+        return response
+
+
+class ApiRequestGuardMiddleware:
+    """Refuse oversized API bodies with a 413 before any view or parser reads them.
+
+    The declared Content-Length is checked first; the body actually received is checked too,
+    because under ASGI a chunked request carries no Content-Length at all.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/api") and request.method not in ("GET", "HEAD", "OPTIONS"):
+            limit = settings.AIWM_MAX_BODY_BYTES
+            try:
+                declared = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                return error_response(request, 400, "Invalid Content-Length header")
+            if declared > limit or _body_too_large(request, limit):
+                return error_response(request, 413, f"Request body is larger than {limit} bytes")
+        return self.get_response(request)
+
+
+def _body_too_large(request: HttpRequest, limit: int) -> bool:
+    # Reading request.body caches the bytes, so the parser downstream sees the same data.
+    try:
+        return len(request.body) > limit
+    except RequestDataTooBig:
+        return True

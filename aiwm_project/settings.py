@@ -1,0 +1,194 @@
+"""Django settings for AIWM, read from the environment (every variable is listed in the README)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("AIWM_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+env = environ.Env()
+
+
+def _persistent_secret(name: str) -> str:
+    """A random secret kept in var/ so the embedded default survives restarts without configuration."""
+    path = VAR_DIR / name
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or _persistent_secret("django-secret-key")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "aiwm_project",
+    "nodes",
+    "models_registry",
+    "agents",
+    "deployments",
+    "executions",
+    "conversations",
+]
+
+MIDDLEWARE = [
+    "aiwm_project.middleware.CorrelationIdMiddleware",
+    "aiwm_project.middleware.ApiRequestGuardMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "aiwm_project.urls"
+ASGI_APPLICATION = "aiwm_project.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: SQLite file in var/ by default, PostgreSQL in production (DATABASE_URL). ---
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'aiwm.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if env.str("AIWM_TEST_DB_NAME", default=""):
+    # Lets several test runs share one PostgreSQL server without clobbering each other's test DB.
+    DATABASES["default"]["TEST"] = {"NAME": env.str("AIWM_TEST_DB_NAME")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: unset means the embedded default (in-memory layers, in-process work). ---
+REDIS_URL = env.str("REDIS_URL", default="")
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = "UTC"
+
+# --- Identity (IAM-issued JWTs) ---
+IAM_JWT_SECRET = env.str("IAM_JWT_SECRET", default="")
+IAM_PUBLIC_KEY = env.str("IAM_PUBLIC_KEY", default="")  # PEM; literal or a path to a file
+IAM_JWKS_URL = env.str("IAM_JWKS_URL", default="")
+IAM_ISSUER = env.str("IAM_ISSUER", default="")
+IAM_AUDIENCE = env.str("IAM_AUDIENCE", default="")
+IAM_LEEWAY_SECONDS = env.int("IAM_LEEWAY_SECONDS", default=30)
+_external_iam = bool(IAM_JWKS_URL or IAM_PUBLIC_KEY or IAM_JWT_SECRET)
+IAM_JWT_ALGORITHMS = env.list(
+    "IAM_JWT_ALGORITHMS", default=["RS256", "ES256"] if (IAM_JWKS_URL or IAM_PUBLIC_KEY) else ["HS256"]
+)
+# The embedded default signs its own tokens (local login) with a generated secret kept in var/.
+AIWM_LOCAL_LOGIN = env.bool("AIWM_LOCAL_LOGIN", default=not _external_iam)
+if not IAM_JWT_SECRET and not (IAM_JWKS_URL or IAM_PUBLIC_KEY):
+    IAM_JWT_SECRET = _persistent_secret("jwt-secret")
+AIWM_TOKEN_TTL_SECONDS = env.int("AIWM_TOKEN_TTL_SECONDS", default=8 * 3600)
+
+# --- API ---
+AIWM_PORT = env.int("AIWM_PORT", default=3003)
+AIWM_MAX_BODY_BYTES = env.int("AIWM_MAX_BODY_BYTES", default=1024 * 1024)
+AIWM_MAX_JSON_DEPTH = env.int("AIWM_MAX_JSON_DEPTH", default=32)
+DATA_UPLOAD_MAX_MEMORY_SIZE = AIWM_MAX_BODY_BYTES
+AIWM_SERVER_VERSION = "1.0.0"
+AIWM_CONTROLLER_ID = env.str("AIWM_CONTROLLER_ID", default="controller-main")
+AIWM_HEARTBEAT_INTERVAL_MS = env.int("AIWM_HEARTBEAT_INTERVAL_MS", default=30000)
+AIWM_METRICS_INTERVAL_MS = env.int("AIWM_METRICS_INTERVAL_MS", default=60000)
+AIWM_METRICS_RETENTION_DAYS = env.int("AIWM_METRICS_RETENTION_DAYS", default=7)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["aiwm_project.auth.IAMJWTAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["aiwm_project.permissions.RolePermission"],
+    "DEFAULT_PARSER_CLASSES": ["aiwm_project.parsers.SafeJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "aiwm_project.api.pagination.PagePagination",
+    "DEFAULT_FILTER_BACKENDS": ["aiwm_project.api.filters.FilterSortBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "aiwm_project.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "PAGE_SIZE": 10,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AIWM - AI Workflow Manager API",
+    "DESCRIPTION": (
+        "Control plane for a fleet of GPU servers: nodes, models, agents, instructions, tools, "
+        "deployments, executions, conversations and messages. Authenticate with an IAM JWT "
+        "(`Authorization: Bearer <token>`); in the embedded default get one from `POST /auth/login`."
+    ),
+    "VERSION": AIWM_SERVER_VERSION,
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api",
+}
+
+# --- Static files (Swagger UI assets ship in drf-spectacular-sidecar; no CDN) ---
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+USE_I18N = False
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"correlation": {"()": "aiwm_project.middleware.CorrelationIdLogFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["correlation"]},
+    },
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}

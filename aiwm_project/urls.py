@@ -1,0 +1,30 @@
+"""URL map: the REST API under /api, Swagger at /api-docs, local login, and the admin."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from aiwm_project.api.views import HealthView, LoginView
+
+api_patterns: list = [
+    path("health", HealthView.as_view(), name="health"),
+    path("", include("nodes.urls")),
+    path("", include("models_registry.urls")),
+    path("", include("agents.urls")),
+    path("", include("deployments.urls")),
+    path("", include("executions.urls")),
+    path("", include("conversations.urls")),
+]
+
+urlpatterns = [
+    path("api/", include(api_patterns)),
+    path("auth/login", LoginView.as_view(), name="login"),
+    path("api-docs/schema", SpectacularAPIView.as_view(), name="openapi-schema"),
+    path("api-docs", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="swagger-ui"),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "aiwm_project.api.views.bad_request"
+handler403 = "aiwm_project.api.views.forbidden"
+handler404 = "aiwm_project.api.views.not_found"
+handler500 = "aiwm_project.api.views.internal_error"

@@ -1,0 +1,42 @@
+"""The Nodes REST contract, checked by the generic entity mixin plus node specifics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.api_mixin import EntityAPIContract
+
+
+class TestNodesAPI(EntityAPIContract):
+    url = "/api/nodes"
+    label = "Node"
+    business_id = "nodeId"
+    required_fields = ["nodeId", "name", "cpuCores"]
+    update_body = {"name": "GPU Server 1 - Updated", "status": "maintenance", "ramFree": 30000}
+    filter_cases = [
+        ("status", "online", {"status": "online"}, {"status": "offline"}),
+        ("isLocal", "true", {"isLocal": True}, {"isLocal": False}),
+        ("role", "storage", {"role": ["worker", "storage"]}, {"role": ["worker"]}),
+    ]
+    invalid_values = [
+        ("status", "exploded"),
+        ("role", ["worker", "chef"]),
+        ("cpuCores", "sixteen"),
+        ("cpuCores", 10**30),
+        ("isLocal", "maybe"),
+        ("name", ""),
+        ("gpuDevices", [{"model": "no device id"}]),
+        ("nodeId", "has spaces"),
+    ]
+
+    def valid_body(self, n: int) -> dict[str, Any]:
+        return {
+            "nodeId": f"node-gpu-{n:02d}",
+            "name": f"GPU Server {n}",
+            "role": ["worker"],
+            "status": "offline",
+            "isLocal": True,
+            "cpuCores": 16,
+            "ramTotal": 65536,
+            "ramFree": 32768,
+        }
