@@ -2,11 +2,75 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
+
 from aiwm_project.api.viewsets import EntityViewSet
 from nodes.models import Node
 from nodes.serializers import NodeSerializer
 
+NODE_EXAMPLE_REQUEST = {
+    "nodeId": "node-gpu-01",
+    "name": "GPU Server 1",
+    "role": ["worker"],
+    "status": "offline",
+    "isLocal": True,
+    "cpuCores": 16,
+    "ramTotal": 65536,
+    "ramFree": 32768,
+}
+NODE_EXAMPLE = {
+    "_id": "68f2a1b3c4d5e6f7a8b9c0d1",
+    **NODE_EXAMPLE_REQUEST,
+    "vpnIp": "",
+    "websocketConnected": False,
+    "lastHeartbeat": None,
+    "gpuDevices": [
+        {
+            "deviceId": "GPU-0",
+            "model": "NVIDIA RTX 4090",
+            "memoryTotal": 24576,
+            "memoryFree": 20000,
+            "utilization": 45,
+            "temperature": 65,
+        }
+    ],
+    "owner": {"orgId": "68dd05b175d9e3c17bf97f60", "userId": "68dcf365f6a92c0d4911b619", "groupId": ""},
+    "createdBy": "68dcf365f6a92c0d4911b619",
+    "updatedBy": "68dcf365f6a92c0d4911b619",
+    "createdAt": "2025-11-16T10:30:00.000Z",
+    "updatedAt": "2025-11-16T10:30:00.000Z",
+}
 
+
+@extend_schema_view(
+    list=extend_schema(summary="Get all nodes", tags=["Nodes"]),
+    create=extend_schema(
+        summary="Register node",
+        tags=["Nodes"],
+        examples=[
+            OpenApiExample("Register node", value=NODE_EXAMPLE_REQUEST, request_only=True),
+            OpenApiExample("Registered", value=NODE_EXAMPLE, response_only=True, status_codes=["201"]),
+        ],
+    ),
+    retrieve=extend_schema(
+        summary="Get node by _id or nodeId",
+        tags=["Nodes"],
+        examples=[OpenApiExample("Node", value=NODE_EXAMPLE, response_only=True)],
+    ),
+    update=extend_schema(
+        summary="Update node (only the fields sent)",
+        tags=["Nodes"],
+        examples=[
+            OpenApiExample(
+                "Maintenance",
+                value={"name": "GPU Server 1 - Updated", "status": "maintenance", "ramFree": 30000},
+                request_only=True,
+            )
+        ],
+    ),
+    partial_update=extend_schema(summary="Update node (same as PUT)", tags=["Nodes"]),
+    destroy=extend_schema(summary="Delete node (soft)", tags=["Nodes"]),
+)
 class NodeViewSet(EntityViewSet):
     model = Node
     serializer_class = NodeSerializer
