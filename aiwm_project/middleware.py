@@ -68,6 +68,9 @@ class ApiRequestGuardMiddleware:
                 return error_response(request, 400, "Invalid Content-Length header")
             if declared > limit or _body_too_large(request, limit):
                 return error_response(request, 413, f"Request body is larger than {limit} bytes")
+            if not request.META.get("CONTENT_LENGTH"):
+                # A chunked request has no Content-Length; DRF would read it as an empty body.
+                request.META["CONTENT_LENGTH"] = str(len(request.body))
         return self.get_response(request)
 
 

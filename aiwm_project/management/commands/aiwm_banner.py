@@ -24,9 +24,14 @@ class Command(BaseCommand):
             f"  API:        {base}/api",
             f"  Swagger UI: {base}/api-docs   (schema: {base}/api-docs/schema)",
             f"  Health:     {base}/api/health",
-            f"  Node WS:    ws://localhost:{opts['port']}/ws/node",
             f"  Admin:      {base}/admin   (python manage.py createsuperuser)",
             "",
+        ]
+        if not settings.AIWM_LOCAL_LOGIN:
+            lines.append("  Get a token from your IAM service (local login is off).")
+            self.stdout.write("\n".join(lines))
+            return
+        lines += [
             "  Get a token:",
             "    .venv/bin/python manage.py create_iam_user --username admin --password 'change-me' \\",
             "        --org-id org-1 --roles organization.owner",
@@ -37,6 +42,4 @@ class Command(BaseCommand):
             "        --roles organization.owner",
             "",
         ]
-        if not settings.AIWM_LOCAL_LOGIN:
-            lines[9:16] = ["  Get a token from your IAM service (local login is off)."]
         self.stdout.write("\n".join(lines))
