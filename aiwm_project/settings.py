@@ -145,7 +145,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "aiwm_project.api.pagination.PagePagination",
     "DEFAULT_FILTER_BACKENDS": ["aiwm_project.api.filters.FilterSortBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "aiwm_project.api.schema.AIWMAutoSchema",
     "EXCEPTION_HANDLER": "aiwm_project.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "PAGE_SIZE": 10,
@@ -165,6 +165,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api",
+    "GET_LIB_DOC_EXCLUDES": "aiwm_project.api.schema.lib_doc_excludes",
 }
 
 # --- Static files (Swagger UI assets ship in drf-spectacular-sidecar; no CDN) ---
