@@ -1,0 +1,54 @@
+"""A model running (or meant to run) on a node: its desired shape, runtime state and event log."""
+
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from aiwm_project.models import OwnedModel, tenant_constraints, tenant_indexes
+from deployments.choices import DeploymentEnvironment, DeploymentStatus, DeploymentType, HardwareProfile
+
+# More replicas than this on one node is a typo, not a plan; the node could not schedule them.
+MAX_REPLICAS = 64
+# The event log lives in the row; keep it bounded so a flapping deployment cannot grow it forever.
+MAX_EVENTS = 200
+
+
+class Deployment(OwnedModel):
+    business_id_field = "deployment_id"
+    entity_label = "Deployment"
+    references = {"model_id": "models_registry.AIModel", "node_id": "nodes.Node"}
+
+    deployment_id = models.CharField(max_length=128)
+    name = models.CharField(max_length=255)
+    description = models.TextField(blank=True, default="")
+    environment = models.CharField(
+        max_length=16, choices=DeploymentEnvironment.choices, default=DeploymentEnvironment.DEVELOPMENT
+    )
+    status = models.CharField(max_length=16, choices=DeploymentStatus.choices, default=DeploymentStatus.PENDING)
+    model_id = models.CharField(max_length=128)
+    node_id = models.CharField(max_length=128)
+    deployment_type = models.CharField(max_length=16, choices=DeploymentType.choices, default=DeploymentType.API)
+    replicas = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(MAX_REPLICAS)]
+    )
+    hardware_profile = models.CharField(max_length=16, choices=HardwareProfile.choices, default=HardwareProfile.GPU)
+
+    is_running = models.BooleanField(default=False)
+    container_name = models.CharField(max_length=255, blank=True, default="")
+    container_port = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+    endpoint = models.CharField(max_length=2048, blank=True, default="")
+
+    total_inferences = models.BigIntegerField(default=0, validators=[MinValueValidator(0)])
+    average_latency = models.FloatField(default=0, validators=[MinValueValidator(0)])
+    uptime = models.BigIntegerField(default=0, validators=[MinValueValidator(0)])
+    last_health_check = models.DateTimeField(null=True, blank=True)
+
+    # [{timestamp, event, message, severity}], oldest first; written only by services.
+    events = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        constraints = tenant_constraints("deploy", "deployment_id")
+        indexes = tenant_indexes("deploy", "status", "model_id", "node_id")

@@ -1,0 +1,199 @@
+"""Conversation and Message JSON as the contract's schemas name them, with every nested shape validated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+from rest_framework import serializers
+from rest_framework.fields import empty
+
+from aiwm_project.api.errors import format_datetime
+from aiwm_project.api.serializers import EntitySerializer
+from conversations.models import MESSAGE_CONTENT_MAX_CHARS, Conversation, Message
+
+# Far above any model's context window; a larger number is a client bug, not usage.
+MAX_TOKENS_PER_MESSAGE = 10**9
+
+
+class NestedShape(serializers.Serializer):
+    """A JSON object stored inside an entity, validated as if it stood alone.
+
+    DRF lets a partial update (our PUT) skip the required keys and defaults of nested
+    serializers, which would store shapes that later reads cannot render. Validating a fresh,
+    unbound copy keeps every key rule in force on PUT as on POST.
+    """
+
+    def run_validation(self, data: Any = empty) -> Any:
+        if self.parent is None:
+            return super().run_validation(data)
+        is_empty, data = self.validate_empty_values(data)
+        if is_empty:
+            return data
+        standalone = type(self)(data=data)
+        standalone.is_valid(raise_exception=True)
+        return standalone.validated_data
+
+
+class RejectServerFieldsMixin:
+    """Fields the server keeps (counters): sending one is a 400, as for the base's audit fields."""
+
+    server_written: tuple[str, ...] = ()
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            sent = [name for name in self.server_written if name in data]
+            if sent:
+                raise serializers.ValidationError({name: ["This field is set by the server."] for name in sent})
+        return super().to_internal_value(data)  # type: ignore[misc]
+
+
+def _blank_reference_is_null(attrs: dict[str, Any], field: str) -> dict[str, Any]:
+    # "" and null both mean "no reference"; store NULL, as the other apps do.
+    if attrs.get(field) == "":
+        attrs[field] = None
+    return attrs
+
+
+# --- conversation ---
+class ConversationParticipantSerializer(NestedShape):
+    userId = serializers.CharField(max_length=64)
+    role = serializers.CharField(max_length=64)
+    joinedAt = serializers.DateTimeField(required=False, help_text="Defaults to the time of the request.")
+    leftAt = serializers.DateTimeField(required=False, allow_null=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        joined = attrs.get("joinedAt") or timezone.now()
+        left = attrs.get("leftAt")
+        if left is not None and left < joined:
+            raise serializers.ValidationError({"leftAt": ["must not be before joinedAt"]})
+        # Stored as the API's ISO strings: a JSON column cannot hold datetimes.
+        shape = {"userId": attrs["userId"], "role": attrs["role"], "joinedAt": format_datetime(joined)}
+        if left is not None:
+            shape["leftAt"] = format_datetime(left)
+        return shape
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        # `leftAt?`: absent while the participant is still in, rather than null.
+        if data.get("leftAt") is None:
+            data.pop("leftAt", None)
+        return data
+
+
+class ConversationSerializer(RejectServerFieldsMixin, EntitySerializer):
+    server_written = ("totalTokens", "totalMessages")
+
+    tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False, max_length=50)
+    participants = serializers.ListField(child=ConversationParticipantSerializer(), required=False, max_length=100)
+
+    class Meta:
+        model = Conversation
+        fields = [
+            "conversation_id",
+            "title",
+            "description",
+            "agent_id",
+            "model_id",
+            "conversation_type",
+            "status",
+            "total_tokens",
+            "total_messages",
+            "tags",
+            "is_active",
+            "participants",
+        ]
+        read_only_fields = ["total_tokens", "total_messages"]
+        extra_kwargs = {"description": {"max_length": 4000}}
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return _blank_reference_is_null(attrs, "model_id")
+
+
+# --- message ---
+class MessageFunctionCallSerializer(NestedShape):
+    name = serializers.CharField(max_length=255)
+    arguments = serializers.DictField(required=False, default=dict)
+
+
+class MessageToolFunctionSerializer(NestedShape):
+    name = serializers.CharField(max_length=255)
+    arguments = serializers.CharField(
+        allow_blank=True, trim_whitespace=False, max_length=64 * 1024, help_text="JSON-encoded arguments."
+    )
+
+
+class MessageToolCallSerializer(NestedShape):
+    id = serializers.CharField(max_length=128)
+    type = serializers.CharField(max_length=32)
+    function = MessageToolFunctionSerializer()
+
+
+class MessageToolResultSerializer(NestedShape):
+    toolCallId = serializers.CharField(max_length=128)
+    result = serializers.JSONField(allow_null=True)
+
+
+class MessageUsageSerializer(NestedShape):
+    promptTokens = serializers.IntegerField(min_value=0, max_value=MAX_TOKENS_PER_MESSAGE, default=0)
+    completionTokens = serializers.IntegerField(min_value=0, max_value=MAX_TOKENS_PER_MESSAGE, default=0)
+    totalTokens = serializers.IntegerField(
+        min_value=0,
+        max_value=2 * MAX_TOKENS_PER_MESSAGE,
+        required=False,
+        help_text="Defaults to promptTokens + completionTokens.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs.setdefault("totalTokens", attrs["promptTokens"] + attrs["completionTokens"])
+        return attrs
+
+
+class MessageSerializer(EntitySerializer):
+    functionCall = MessageFunctionCallSerializer(source="function_call", required=False, allow_null=True)
+    toolCalls = serializers.ListField(
+        source="tool_calls", child=MessageToolCallSerializer(), required=False, max_length=128
+    )
+    toolResults = serializers.ListField(
+        source="tool_results", child=MessageToolResultSerializer(), required=False, max_length=128
+    )
+    usage = MessageUsageSerializer(required=False, allow_null=True)
+
+    class Meta:
+        model = Message
+        fields = [
+            "message_id",
+            "conversation_id",
+            "agent_id",
+            "role",
+            "content",
+            "name",
+            "functionCall",
+            "toolCalls",
+            "toolResults",
+            "usage",
+            "latency",
+            "response_time",
+            "error",
+            "is_active",
+        ]
+        extra_kwargs = {
+            "message_id": {"required": False, "help_text": "Generated (equal to `_id`) when not sent."},
+            # Whitespace is part of a message (code, indentation): store it as sent.
+            "content": {
+                "required": True,
+                "allow_blank": True,
+                "trim_whitespace": False,
+                "max_length": MESSAGE_CONTENT_MAX_CHARS,
+            },
+            "error": {"max_length": 10_000},
+        }
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        def current(field: str) -> Any:
+            return attrs[field] if field in attrs else getattr(self.instance, field, None)
+
+        # An assistant turn that only calls a function/tool has no text; any other turn must.
+        if not current("content") and not current("function_call") and not current("tool_calls"):
+            raise serializers.ValidationError({"content": ["may be empty only when functionCall or toolCalls is set"]})
+        return _blank_reference_is_null(attrs, "agent_id")

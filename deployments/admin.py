@@ -1,0 +1,28 @@
+"""Operator view of deployments: what runs where, in which environment, and how it is doing."""
+
+from django.contrib import admin
+
+from aiwm_project.admin import AUDIT_FIELDS, OwnedModelAdmin
+from deployments.models import Deployment
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(OwnedModelAdmin):
+    list_display = (
+        "deployment_id",
+        "name",
+        "environment",
+        "status",
+        "is_running",
+        "model_id",
+        "node_id",
+        "replicas",
+        "hardware_profile",
+        "last_health_check",
+        "owner_org_id",
+        "is_deleted",
+    )
+    list_filter = ("status", "environment", "is_running", "deployment_type", "hardware_profile", "is_deleted")
+    search_fields = ("deployment_id", "name", "model_id", "node_id", "container_name", "owner_org_id")
+    # The event log is appended by services under a row lock; an admin form save would race it.
+    readonly_fields = (*AUDIT_FIELDS, "events")

@@ -1,0 +1,138 @@
+"""Deployments REST endpoints (thin: scoping, filters and writes live in the shared base)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
+
+from aiwm_project.api.viewsets import EntityViewSet
+from deployments.models import Deployment
+from deployments.serializers import DeploymentSerializer
+from nodes.views import NODE_EXAMPLE
+
+OWNER = {"orgId": "68dd05b175d9e3c17bf97f60", "userId": "68dcf365f6a92c0d4911b619", "groupId": ""}
+AUDIT = {
+    "owner": OWNER,
+    "createdBy": OWNER["userId"],
+    "updatedBy": OWNER["userId"],
+}
+DEPLOYMENT_EXAMPLE_REQUEST = {
+    "deploymentId": "deploy-llama-prod-01",
+    "name": "Llama 2 Production Deployment",
+    "description": "Production deployment for customer chat",
+    "environment": "production",
+    "status": "pending",
+    "modelId": "llama-2-7b-v1",
+    "nodeId": "node-gpu-01",
+    "deploymentType": "api",
+    "replicas": 2,
+    "hardwareProfile": "gpu",
+}
+# The contract's own Model (2.1) and Node examples, as `model` and `node` are populated on reads.
+MODEL_EXAMPLE = {
+    "_id": "68f2b2c3d4e5f6a7b8c9d0e1",
+    "modelId": "llama-2-7b-v1",
+    "name": "Llama 2 7B",
+    "description": "Meta's Llama 2 7B parameter model",
+    "version": "1.0.0",
+    "type": "llm",
+    "framework": "pytorch",
+    "repository": "huggingface.co/meta-llama/Llama-2-7b-chat-hf",
+    "fileName": "model.safetensors",
+    "fileSize": 13476875264,
+    "isDownloaded": False,
+    "downloadPath": "",
+    "downloadProgress": 0,
+    "status": "queued",
+    "nodeId": "node-gpu-01",
+    "totalInference": 0,
+    "totalTokens": 0,
+    "totalProcessingTime": 0,
+    "tags": ["llm", "chat", "meta"],
+    "isActive": True,
+    **AUDIT,
+    "createdAt": "2025-11-16T11:00:00.000Z",
+    "updatedAt": "2025-11-16T11:00:00.000Z",
+}
+DEPLOYMENT_EXAMPLE = {
+    "_id": "68f2d4e5f6a7b8c9d0e1f2a3",
+    **DEPLOYMENT_EXAMPLE_REQUEST,
+    "isRunning": False,
+    "containerName": "",
+    "containerPort": None,
+    "endpoint": "",
+    "totalInferences": 0,
+    "averageLatency": 0,
+    "uptime": 0,
+    "lastHealthCheck": None,
+    "events": [],
+    "model": MODEL_EXAMPLE,
+    "node": NODE_EXAMPLE,
+    **AUDIT,
+    "createdAt": "2025-11-16T12:00:00.000Z",
+    "updatedAt": "2025-11-16T12:00:00.000Z",
+}
+TAGS = ["Deployments"]
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Get all deployments",
+        description="Each deployment carries its `model` and `node` populated (null when the record is gone).",
+        tags=TAGS,
+    ),
+    create=extend_schema(
+        summary="Create deployment",
+        description="`modelId` and `nodeId` must name a model and a node of your organization. "
+        "`events` is written by the server only.",
+        tags=TAGS,
+        examples=[
+            OpenApiExample("Create deployment", value=DEPLOYMENT_EXAMPLE_REQUEST, request_only=True),
+            OpenApiExample("Created", value=DEPLOYMENT_EXAMPLE, response_only=True, status_codes=["201"]),
+        ],
+    ),
+    retrieve=extend_schema(
+        summary="Get deployment by _id or deploymentId",
+        tags=TAGS,
+        examples=[OpenApiExample("Deployment", value=DEPLOYMENT_EXAMPLE, response_only=True)],
+    ),
+    update=extend_schema(
+        summary="Update deployment (only the fields sent)",
+        tags=TAGS,
+        examples=[
+            OpenApiExample(
+                "Scale up",
+                value={"status": "running", "replicas": 3, "totalInferences": 5000},
+                request_only=True,
+            )
+        ],
+    ),
+    partial_update=extend_schema(summary="Update deployment (same as PUT)", tags=TAGS),
+    destroy=extend_schema(summary="Delete deployment (soft)", tags=TAGS),
+)
+class DeploymentViewSet(EntityViewSet):
+    model = Deployment
+    serializer_class = DeploymentSerializer
+    filter_fields = {
+        "deploymentId": "deployment_id",
+        "status": "status",
+        "environment": "environment",
+        "modelId": "model_id",
+        "nodeId": "node_id",
+        "isRunning": "is_running",
+        "deploymentType": "deployment_type",
+        "hardwareProfile": "hardware_profile",
+    }
+    sort_fields = {
+        "createdAt": "created_at",
+        "updatedAt": "updated_at",
+        "name": "name",
+        "deploymentId": "deployment_id",
+        "status": "status",
+        "environment": "environment",
+        "replicas": "replicas",
+        "totalInferences": "total_inferences",
+        "averageLatency": "average_latency",
+        "uptime": "uptime",
+        "lastHealthCheck": "last_health_check",
+    }
+    populate = {"model": ("models_registry.AIModel", "model_id"), "node": ("nodes.Node", "node_id")}

@@ -1,0 +1,99 @@
+"""AI model registry REST endpoints (thin: scoping, filters and writes live in the shared base)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
+
+from aiwm_project.api.viewsets import EntityViewSet
+from models_registry.models import AIModel
+from models_registry.serializers import AIModelSerializer
+
+MODEL_EXAMPLE_REQUEST = {
+    "modelId": "llama-2-7b-v1",
+    "name": "Llama 2 7B",
+    "description": "Meta's Llama 2 7B parameter model",
+    "version": "1.0.0",
+    "type": "llm",
+    "framework": "pytorch",
+    "repository": "huggingface.co/meta-llama/Llama-2-7b-chat-hf",
+    "fileName": "model.safetensors",
+    "fileSize": 13476875264,
+    "nodeId": "node-gpu-01",
+    "tags": ["llm", "chat", "meta"],
+}
+MODEL_EXAMPLE = {
+    "_id": "68f2b2c3d4e5f6a7b8c9d0e1",
+    **MODEL_EXAMPLE_REQUEST,
+    "isDownloaded": False,
+    "downloadPath": "",
+    "downloadProgress": 0,
+    "status": "queued",
+    "totalInference": 0,
+    "totalTokens": 0,
+    "totalProcessingTime": 0,
+    "isActive": True,
+    "owner": {"orgId": "68dd05b175d9e3c17bf97f60", "userId": "68dcf365f6a92c0d4911b619", "groupId": ""},
+    "createdBy": "68dcf365f6a92c0d4911b619",
+    "updatedBy": "68dcf365f6a92c0d4911b619",
+    "createdAt": "2025-11-16T11:00:00.000Z",
+    "updatedAt": "2025-11-16T11:00:00.000Z",
+}
+MODEL_UPDATE_EXAMPLE = {"status": "downloading", "downloadProgress": 45, "isDownloaded": False}
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Get all models", tags=["Models"]),
+    create=extend_schema(
+        summary="Register model",
+        tags=["Models"],
+        examples=[
+            OpenApiExample("Register model", value=MODEL_EXAMPLE_REQUEST, request_only=True),
+            OpenApiExample("Registered", value=MODEL_EXAMPLE, response_only=True, status_codes=["201"]),
+        ],
+    ),
+    retrieve=extend_schema(
+        summary="Get model by _id or modelId",
+        tags=["Models"],
+        examples=[OpenApiExample("Model", value=MODEL_EXAMPLE, response_only=True)],
+    ),
+    update=extend_schema(
+        summary="Update model (only the fields sent)",
+        tags=["Models"],
+        examples=[
+            OpenApiExample("Download progress", value=MODEL_UPDATE_EXAMPLE, request_only=True),
+            OpenApiExample(
+                "Updated",
+                value={**MODEL_EXAMPLE, **MODEL_UPDATE_EXAMPLE, "updatedAt": "2025-11-16T11:05:00.000Z"},
+                response_only=True,
+            ),
+        ],
+    ),
+    partial_update=extend_schema(summary="Update model (same as PUT)", tags=["Models"]),
+    destroy=extend_schema(summary="Delete model (soft)", tags=["Models"]),
+)
+class AIModelViewSet(EntityViewSet):
+    model = AIModel
+    serializer_class = AIModelSerializer
+    filter_fields = {
+        "type": "type",
+        "framework": "framework",
+        "nodeId": "node_id",
+        "isDownloaded": "is_downloaded",
+        "status": "status",
+        "isActive": "is_active",
+        "tags": "tags",
+        "modelId": "model_id",
+    }
+    sort_fields = {
+        "createdAt": "created_at",
+        "updatedAt": "updated_at",
+        "name": "name",
+        "modelId": "model_id",
+        "type": "type",
+        "framework": "framework",
+        "status": "status",
+        "fileSize": "file_size",
+        "downloadProgress": "download_progress",
+        "totalInference": "total_inference",
+        "totalTokens": "total_tokens",
+    }

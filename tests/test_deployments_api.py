@@ -1,0 +1,188 @@
+"""The Deployments REST contract: the generic entity checks, populated model/node, and the server-kept event log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from deployments.models import Deployment
+from deployments.services import deployment_record_event
+from tests.api_mixin import EntityAPIContract, assert_error
+from tests.conftest import Personas
+from tests.reference_records import post_model, post_node
+
+URL = "/api/deployments"
+
+
+class TestDeploymentsAPI(EntityAPIContract):
+    url = URL
+    label = "Deployment"
+    business_id = "deploymentId"
+    required_fields = ["deploymentId", "name", "modelId", "nodeId"]
+    update_body = {"status": "running", "replicas": 3, "totalInferences": 5000}
+    filter_cases = [
+        ("status", "running", {"status": "running"}, {"status": "stopped"}),
+        ("environment", "staging", {"environment": "staging"}, {"environment": "production"}),
+        ("modelId", "mistral-7b", {"modelId": "mistral-7b"}, {"modelId": "llama-2-7b-v1"}),
+        ("nodeId", "node-gpu-02", {"nodeId": "node-gpu-02"}, {"nodeId": "node-gpu-01"}),
+        ("isRunning", "true", {"isRunning": True}, {"isRunning": False}),
+        ("deploymentType", "batch", {"deploymentType": "batch"}, {"deploymentType": "api"}),
+        ("hardwareProfile", "multi-gpu", {"hardwareProfile": "multi-gpu"}, {"hardwareProfile": "cpu"}),
+    ]
+    invalid_values = [
+        ("environment", "qa"),
+        ("status", "exploded"),
+        ("deploymentType", "cron"),
+        ("hardwareProfile", "tpu"),
+        ("replicas", 0),
+        ("replicas", 65),
+        ("replicas", "two"),
+        ("containerPort", 0),
+        ("containerPort", 65536),
+        ("isRunning", "maybe"),
+        ("averageLatency", -1),
+        ("uptime", -5),
+        ("totalInferences", 10**30),
+        ("lastHealthCheck", "yesterday"),
+        ("name", ""),
+        ("deploymentId", "has spaces"),
+        ("modelId", ""),
+    ]
+    reference_fields = ["modelId", "nodeId"]
+
+    def valid_body(self, n: int) -> dict[str, Any]:
+        return {
+            "deploymentId": f"deploy-llama-{n:03d}",
+            "name": f"Llama 2 Deployment {n:03d}",
+            "description": "Production deployment for customer chat",
+            "environment": "production",
+            "status": "pending",
+            "modelId": "llama-2-7b-v1",
+            "nodeId": "node-gpu-01",
+            "deploymentType": "api",
+            "replicas": 2,
+            "hardwareProfile": "gpu",
+        }
+
+    def make_references(self, client: APIClient) -> None:
+        post_node(client, "node-gpu-01")
+        post_node(client, "node-gpu-02")
+        post_model(client, "llama-2-7b-v1", "node-gpu-01")
+        post_model(client, "mistral-7b", "node-gpu-02")
+
+    # --- deployment specifics ---
+    def test_defaults_are_the_contracts(self, personas: Personas) -> None:
+        body = {"deploymentId": "deploy-min", "name": "Minimal", "modelId": "llama-2-7b-v1", "nodeId": "node-gpu-01"}
+        response = personas.owner_a.post(URL, body, format="json")
+        assert response.status_code == 201, response.json()
+        created = response.json()
+        assert {k: created[k] for k in body} == body
+        assert created["status"] == "pending"
+        assert created["environment"] == "development"
+        assert created["deploymentType"] == "api"
+        assert created["hardwareProfile"] == "gpu"
+        assert created["replicas"] == 1
+        assert created["isRunning"] is False
+        assert created["totalInferences"] == created["averageLatency"] == created["uptime"] == 0
+        assert created["events"] == []
+        assert created["containerName"] == created["endpoint"] == created["description"] == ""
+        assert created["containerPort"] is None and created["lastHealthCheck"] is None
+
+    def test_runtime_fields_are_writable(self, personas: Personas) -> None:
+        created = self.create(personas.owner_a)
+        update = {
+            "containerName": "llama-prod-01",
+            "containerPort": 8080,
+            "endpoint": "http://10.10.0.100:8080/v1/chat",
+            "lastHealthCheck": "2025-11-16T12:05:00.000Z",
+            "averageLatency": 182.5,
+            "uptime": 3600,
+        }
+        response = personas.owner_a.put(f"{URL}/{created['deploymentId']}", update, format="json")
+        assert response.status_code == 200, response.json()
+        assert {k: response.json()[k] for k in update} == update
+
+    def test_model_and_node_are_populated_on_get_and_list(self, personas: Personas) -> None:
+        client = personas.owner_a
+        created = self.create(client, 1)
+        self.create(client, 2, modelId="mistral-7b", nodeId="node-gpu-02")
+        model = client.get("/api/models/llama-2-7b-v1").json()
+        node = client.get("/api/nodes/node-gpu-01").json()
+        assert created["model"] == model and created["node"] == node
+        got = client.get(f"{URL}/{created['_id']}").json()
+        assert got["model"] == model and got["node"] == node
+        rows = {row["deploymentId"]: row for row in client.get(URL).json()["data"]}
+        assert rows["deploy-llama-001"]["model"] == model and rows["deploy-llama-001"]["node"] == node
+        assert rows["deploy-llama-002"]["model"]["modelId"] == "mistral-7b"
+        assert rows["deploy-llama-002"]["node"]["nodeId"] == "node-gpu-02"
+
+    def test_populated_reference_is_null_once_deleted(self, personas: Personas) -> None:
+        client = personas.owner_a
+        created = self.create(client)
+        assert client.delete("/api/nodes/node-gpu-01").status_code == 200
+        got = client.get(f"{URL}/{created['_id']}").json()
+        assert got["node"] is None and got["nodeId"] == "node-gpu-01"
+        assert got["model"]["modelId"] == "llama-2-7b-v1"
+        assert client.get(URL).json()["data"][0]["node"] is None
+
+    def test_populated_records_never_come_from_another_organization(self, personas: Personas) -> None:
+        created = self.create(personas.owner_a)
+        got = personas.owner_a.get(f"{URL}/{created['_id']}").json()
+        assert got["node"]["owner"]["orgId"] == got["model"]["owner"]["orgId"] == got["owner"]["orgId"]
+
+    def test_list_with_many_distinct_references_has_constant_queries(self, personas: Personas) -> None:
+        client = personas.owner_a
+
+        def list_queries() -> int:
+            with CaptureQueriesContext(connection) as ctx:
+                assert client.get(URL, {"limit": 100}).status_code == 200
+            return len(ctx.captured_queries)
+
+        self.create(client, 1)
+        few = list_queries()
+        for n in range(3, 9):
+            post_node(client, f"node-gpu-{n:02d}")
+            post_model(client, f"model-{n}", f"node-gpu-{n:02d}")
+            self.create(client, n, modelId=f"model-{n}", nodeId=f"node-gpu-{n:02d}")
+        assert list_queries() == few
+
+    def test_events_cannot_be_written_by_a_client(self, personas: Personas) -> None:
+        client = personas.owner_a
+        forged = [{"timestamp": "2025-11-16T12:00:00.000Z", "event": "started", "message": "x", "severity": "info"}]
+        body = assert_error(client.post(URL, {**self.valid_body(1), "events": forged}, format="json"), 400)
+        assert any(line.startswith("events") for line in body["errors"]), body
+        assert self.count(client) == 0
+        created = self.create(client)
+        body = assert_error(client.put(f"{URL}/{created['_id']}", {"events": forged}, format="json"), 400)
+        assert any(line.startswith("events") for line in body["errors"]), body
+        assert client.get(f"{URL}/{created['_id']}").json() == created
+
+    def test_recorded_events_are_shown_newest_last_and_bounded(
+        self, personas: Personas, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("deployments.services.MAX_EVENTS", 3)
+        created = self.create(personas.owner_a)
+        deployment = Deployment.objects.get(pk=created["_id"])
+        for n in range(5):
+            deployment_record_event(deployment=deployment, event=f"step-{n}", message=f"step {n}", severity="warning")
+        events = personas.owner_a.get(f"{URL}/{created['_id']}").json()["events"]
+        assert [e["event"] for e in events] == ["step-2", "step-3", "step-4"]
+        assert events[0]["severity"] == "warning" and events[0]["timestamp"].endswith("Z")
+        with pytest.raises(ValueError):
+            deployment_record_event(deployment=deployment, event="x", message="x", severity="fatal")
+
+    def test_reference_to_another_organizations_record_is_400(self, personas: Personas) -> None:
+        post_node(personas.owner_b, "node-only-in-b")
+        post_model(personas.owner_b, "model-only-in-b", "node-only-in-b")
+        for field, value in (("nodeId", "node-only-in-b"), ("modelId", "model-only-in-b")):
+            response = personas.owner_a.post(URL, {**self.valid_body(1), field: value}, format="json")
+            body = assert_error(response, 400)
+            assert any(line.startswith(field) for line in body["errors"]), body
+        created = self.create(personas.owner_a)
+        response = personas.owner_a.put(f"{URL}/{created['_id']}", {"nodeId": "node-only-in-b"}, format="json")
+        assert_error(response, 400)
+        assert personas.owner_a.get(f"{URL}/{created['_id']}").json() == created

@@ -1,0 +1,83 @@
+"""The executions admin: list columns and step summary, edits and soft delete through the services."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from executions.models import Execution
+from tests.conftest import Personas
+from tests.test_executions_api import URL, make_node, set_status
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def operator() -> Client:
+    user = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def execution(personas: Personas) -> dict:
+    make_node(personas.owner_a, "node-gpu-01")
+    body = {
+        "executionId": "exec-1",
+        "name": "Deploy",
+        "category": "deployment",
+        "type": "deploy-model",
+        "nodeId": "node-gpu-01",
+        "steps": [{"index": 0, "name": "Download <model>"}, {"index": 1, "name": "Start", "dependsOn": [0]}],
+    }
+    response = personas.owner_a.post(URL, body, format="json")
+    assert response.status_code == 201, response.json()
+    return response.json()
+
+
+def test_changelist_shows_a_step_summary_and_filters(operator: Client, execution: dict) -> None:
+    page = operator.get("/admin/executions/execution/", {"status__exact": "pending", "q": "exec-1"})
+    assert page.status_code == 200
+    assert "2 steps: 2 pending" in page.content.decode()
+    assert operator.get("/admin/executions/execution/", {"category__exact": "model"}).status_code == 200
+
+
+def test_change_page_escapes_step_names(operator: Client, execution: dict) -> None:
+    page = operator.get(f"/admin/executions/execution/{execution['_id']}/change/")
+    assert page.status_code == 200
+    assert "Download &lt;model&gt;" in page.content.decode()
+
+
+def _edit(operator: Client, execution: dict, **changes: object) -> None:
+    url = f"/admin/executions/execution/{execution['_id']}/change/"
+    form = operator.get(url).context["adminform"].form
+    data = {name: form[name].value() for name in form.fields}
+    data.update(changes)
+    response = operator.post(url, {k: v for k, v in data.items() if v is not None})
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
+
+
+def test_edit_goes_through_the_execution_service(operator: Client, personas: Personas, execution: dict) -> None:
+    _edit(operator, execution, name="Deploy (ops)", timeout_seconds=120)
+    updated = personas.owner_a.get(f"{URL}/exec-1").json()
+    assert updated["name"] == "Deploy (ops)" and updated["timeoutSeconds"] == 120
+    assert updated["updatedBy"] == "admin:ops"
+
+
+def test_timeout_is_read_only_once_running(operator: Client, execution: dict) -> None:
+    set_status("exec-1", "running")
+    form = operator.get(f"/admin/executions/execution/{execution['_id']}/change/").context["adminform"].form
+    assert "timeout_seconds" not in form.fields and "name" in form.fields
+
+
+def test_soft_delete_action_refuses_running_executions(operator: Client, execution: dict) -> None:
+    set_status("exec-1", "running")
+    action = {"action": "soft_delete_selected", "_selected_action": [execution["_id"]]}
+    response = operator.post("/admin/executions/execution/", action, follow=True)
+    assert "cancel it before deleting it" in response.content.decode()
+    assert not Execution.objects.get(pk=execution["_id"]).is_deleted
+    set_status("exec-1", "failed")
+    operator.post("/admin/executions/execution/", action)
+    assert Execution.objects.get(pk=execution["_id"]).is_deleted
