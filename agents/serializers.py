@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.fields import SkipField
 
 from agents.choices import ToolParametersType, ToolResponseType
 from agents.models import Agent, Instruction, Tool
 from aiwm_project.api.errors import format_datetime
-from aiwm_project.api.serializers import EntitySerializer
+from aiwm_project.api.serializers import EntitySerializer, NestedObjectSerializer, PopulatedField, choice_field
 
 TAG_MAX_LENGTH = 64
 MAX_TAGS = 50
@@ -21,14 +19,6 @@ MAX_TAGS = 50
 def string_list(*, max_items: int = MAX_TAGS, max_length: int = TAG_MAX_LENGTH) -> serializers.ListField:
     return serializers.ListField(
         child=serializers.CharField(max_length=max_length), required=False, max_length=max_items
-    )
-
-
-def choice_field(choices: list[tuple[str, str]], **kwargs: Any) -> serializers.ChoiceField:
-    """A ChoiceField whose error names the allowed values, like the model-derived ones of EntitySerializer."""
-    allowed = ", ".join(value for value, _ in choices)
-    return serializers.ChoiceField(
-        choices=choices, error_messages={"invalid_choice": f'"{{input}}" is not one of: {allowed}'}, **kwargs
     )
 
 
@@ -47,38 +37,17 @@ class InstructionSerializer(EntitySerializer):
 # --- Agent ---
 
 
-class PopulatedInstructionField(serializers.Field):
-    """`instruction`: only with `?populate=instruction`, the agent's Instruction (null if none or deleted).
-
-    Output only: a value sent under this name is ignored, as unknown body fields are. It is not
-    declared read_only because the OpenAPI document would then list it as always present;
-    `agents.schema` documents it as an optional, response-only property instead. The Instruction
-    comes from the view's RelatedLoader, primed for the whole page, so a list does not query per row.
-    """
-
-    def __init__(self, **kwargs: Any):
-        super().__init__(source="*", required=False, allow_null=True, **kwargs)
-
-    def get_attribute(self, instance: Agent) -> Agent:
-        if "instruction" not in self.context.get("populate", ()):
-            raise SkipField()
-        return instance
-
-    def to_representation(self, agent: Agent) -> dict[str, Any] | None:
-        instruction = self.context["loader"].get("agents.Instruction", agent.instruction_id or "")
-        if instruction is None:
-            return None
-        return InstructionSerializer(instruction, context=self.context).data
-
-    def to_internal_value(self, data: Any) -> dict[str, Any]:
-        return {}
-
-
 class AgentSerializer(EntitySerializer):
     capabilities = string_list()
     permissions = string_list(max_length=128)
     tags = string_list()
-    instruction = PopulatedInstructionField(help_text="Only with ?populate=instruction: the Instruction, or null.")
+    instruction = PopulatedField(
+        model_label="agents.Instruction",
+        reference_field="instruction_id",
+        serializer_class=InstructionSerializer,
+        on_request=True,
+        help_text="Only with ?populate=instruction: the Instruction, or null.",
+    )
 
     class Meta:
         model = Agent
@@ -129,7 +98,7 @@ class IsoTimestampField(serializers.DateTimeField):
         return format_datetime(parsed)
 
 
-class ToolParametersSerializer(serializers.Serializer):
+class ToolParametersSerializer(NestedObjectSerializer):
     """`parameters`: a JSON Schema of the tool's arguments."""
 
     def get_fields(self) -> dict[str, serializers.Field]:
@@ -151,14 +120,14 @@ class ToolParametersSerializer(serializers.Serializer):
         return attrs
 
 
-class ToolResponseFormatSerializer(serializers.Serializer):
+class ToolResponseFormatSerializer(NestedObjectSerializer):
     """`responseFormat`: the JSON type of the tool's result and a schema of it."""
 
     type = choice_field(ToolResponseType.choices)
     schema = serializers.DictField(required=False, default=dict)
 
 
-class ToolUsageSerializer(serializers.Serializer):
+class ToolUsageSerializer(NestedObjectSerializer):
     """One entry of `usage`: a call of the tool by an agent."""
 
     timestamp = IsoTimestampField()
@@ -170,7 +139,7 @@ class ToolUsageSerializer(serializers.Serializer):
     error = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
 
 
-class ToolExampleSerializer(serializers.Serializer):
+class ToolExampleSerializer(NestedObjectSerializer):
     """One entry of `examples`: documentation of a call and what it returns."""
 
     title = serializers.CharField(max_length=255)
@@ -179,69 +148,12 @@ class ToolExampleSerializer(serializers.Serializer):
     expectedOutput = serializers.JSONField(required=False, allow_null=True, default=None)
 
 
-class ShapedJSONField(serializers.Field):
-    """A JSON column checked as a whole against `shape` (a serializer), and stored as validated.
-
-    DRF skips a nested serializer's required fields and defaults when the root serializer is
-    partial (every PUT here), so `{"properties": {}}` without a `type` would be stored. A JSON
-    column is replaced whole on update, so its value is validated by a fresh, non-partial
-    serializer instead. Output is the stored JSON as is.
-    """
-
-    shape: ClassVar[type[serializers.Serializer]]
-    many: ClassVar[bool] = False
-    max_items: ClassVar[int] = 0
-
-    default_error_messages = {
-        "not_a_list": "Expected a list of items but got type {input_type!r}.",
-        "max_items": "Ensure this field has no more than {max_items} elements.",
-    }
-
-    def to_internal_value(self, data: Any) -> Any:
-        if self.many:
-            if not isinstance(data, list):
-                self.fail("not_a_list", input_type=type(data).__name__)
-            if self.max_items and len(data) > self.max_items:
-                self.fail("max_items", max_items=self.max_items)
-        shaped = self.shape(data=data, many=self.many)
-        if not shaped.is_valid():
-            raise serializers.ValidationError(shaped.errors)
-        return shaped.validated_data
-
-    def to_representation(self, value: Any) -> Any:
-        return value
-
-
-@extend_schema_field(ToolParametersSerializer)
-class ToolParametersField(ShapedJSONField):
-    shape = ToolParametersSerializer
-
-
-@extend_schema_field(ToolResponseFormatSerializer)
-class ToolResponseFormatField(ShapedJSONField):
-    shape = ToolResponseFormatSerializer
-
-
-@extend_schema_field(ToolUsageSerializer(many=True))
-class ToolUsageField(ShapedJSONField):
-    shape = ToolUsageSerializer
-    many = True
-    # The usage log lives in the row (as the contract has it); keep one write bounded.
-    max_items = 1000
-
-
-@extend_schema_field(ToolExampleSerializer(many=True))
-class ToolExamplesField(ShapedJSONField):
-    shape = ToolExampleSerializer
-    many = True
-    max_items = 100
-
-
 class ToolSerializer(EntitySerializer):
-    parameters = ToolParametersField(required=False)
-    responseFormat = ToolResponseFormatField(source="response_format", required=False)
-    usage = ToolUsageField(required=False)
-    examples = ToolExamplesField(required=False)
+    parameters = ToolParametersSerializer(required=False)
+    responseFormat = ToolResponseFormatSerializer(source="response_format", required=False)
+    # The usage log lives in the row (as the contract has it); keep one write bounded.
+    usage = serializers.ListField(child=ToolUsageSerializer(), required=False, max_length=1000)
+    examples = serializers.ListField(child=ToolExampleSerializer(), required=False, max_length=100)
     tags = string_list()
 
     class Meta:

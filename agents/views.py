@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework.exceptions import ValidationError
 
 from agents import services
 from agents.models import Agent, Instruction, Tool
@@ -216,7 +213,6 @@ class AgentViewSet(EntityViewSet):
     serializer_class = AgentSerializer
     create_service = staticmethod(services.agent_create)
     update_service = staticmethod(services.agent_update)
-    populate = {"instruction": ("agents.Instruction", "instruction_id")}
     filter_fields = {
         "status": "status",
         "nodeId": "node_id",
@@ -238,24 +234,6 @@ class AgentViewSet(EntityViewSet):
         "lastTask": "last_task",
         "lastHeartbeat": "last_heartbeat",
     }
-
-    def get_serializer_context(self) -> dict[str, Any]:
-        context = super().get_serializer_context()
-        context["populate"] = self.requested_populate()
-        return context
-
-    def requested_populate(self) -> frozenset[str]:
-        """The relations named by `?populate=a,b`; an unknown one is a 400 rather than silently ignored."""
-        request = getattr(self, "request", None)
-        if request is None:
-            return frozenset()
-        names = {part.strip() for raw in request.query_params.getlist("populate") for part in raw.split(",")}
-        names.discard("")
-        unknown = sorted(names - set(self.populate))
-        if unknown:
-            allowed = ", ".join(sorted(self.populate))
-            raise ValidationError({"populate": [f"unknown relation {unknown[0][:64]!r}; allowed: {allowed}"]})
-        return frozenset(names)
 
 
 # --- Tools ---

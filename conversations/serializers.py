@@ -6,46 +6,13 @@ from typing import Any
 
 from django.utils import timezone
 from rest_framework import serializers
-from rest_framework.fields import empty
 
 from aiwm_project.api.errors import format_datetime
-from aiwm_project.api.serializers import EntitySerializer
+from aiwm_project.api.serializers import EntitySerializer, NestedObjectSerializer
 from conversations.models import MESSAGE_CONTENT_MAX_CHARS, Conversation, Message
 
 # Far above any model's context window; a larger number is a client bug, not usage.
 MAX_TOKENS_PER_MESSAGE = 10**9
-
-
-class NestedShape(serializers.Serializer):
-    """A JSON object stored inside an entity, validated as if it stood alone.
-
-    DRF lets a partial update (our PUT) skip the required keys and defaults of nested
-    serializers, which would store shapes that later reads cannot render. Validating a fresh,
-    unbound copy keeps every key rule in force on PUT as on POST.
-    """
-
-    def run_validation(self, data: Any = empty) -> Any:
-        if self.parent is None:
-            return super().run_validation(data)
-        is_empty, data = self.validate_empty_values(data)
-        if is_empty:
-            return data
-        standalone = type(self)(data=data)
-        standalone.is_valid(raise_exception=True)
-        return standalone.validated_data
-
-
-class RejectServerFieldsMixin:
-    """Fields the server keeps (counters): sending one is a 400, as for the base's audit fields."""
-
-    server_written: tuple[str, ...] = ()
-
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, dict):
-            sent = [name for name in self.server_written if name in data]
-            if sent:
-                raise serializers.ValidationError({name: ["This field is set by the server."] for name in sent})
-        return super().to_internal_value(data)  # type: ignore[misc]
 
 
 def _blank_reference_is_null(attrs: dict[str, Any], field: str) -> dict[str, Any]:
@@ -56,7 +23,7 @@ def _blank_reference_is_null(attrs: dict[str, Any], field: str) -> dict[str, Any
 
 
 # --- conversation ---
-class ConversationParticipantSerializer(NestedShape):
+class ConversationParticipantSerializer(NestedObjectSerializer):
     userId = serializers.CharField(max_length=64)
     role = serializers.CharField(max_length=64)
     joinedAt = serializers.DateTimeField(required=False, help_text="Defaults to the time of the request.")
@@ -81,8 +48,8 @@ class ConversationParticipantSerializer(NestedShape):
         return data
 
 
-class ConversationSerializer(RejectServerFieldsMixin, EntitySerializer):
-    server_written = ("totalTokens", "totalMessages")
+class ConversationSerializer(EntitySerializer):
+    server_fields = ("totalTokens", "totalMessages")
 
     tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False, max_length=50)
     participants = serializers.ListField(child=ConversationParticipantSerializer(), required=False, max_length=100)
@@ -111,30 +78,30 @@ class ConversationSerializer(RejectServerFieldsMixin, EntitySerializer):
 
 
 # --- message ---
-class MessageFunctionCallSerializer(NestedShape):
+class MessageFunctionCallSerializer(NestedObjectSerializer):
     name = serializers.CharField(max_length=255)
     arguments = serializers.DictField(required=False, default=dict)
 
 
-class MessageToolFunctionSerializer(NestedShape):
+class MessageToolFunctionSerializer(NestedObjectSerializer):
     name = serializers.CharField(max_length=255)
     arguments = serializers.CharField(
         allow_blank=True, trim_whitespace=False, max_length=64 * 1024, help_text="JSON-encoded arguments."
     )
 
 
-class MessageToolCallSerializer(NestedShape):
+class MessageToolCallSerializer(NestedObjectSerializer):
     id = serializers.CharField(max_length=128)
     type = serializers.CharField(max_length=32)
     function = MessageToolFunctionSerializer()
 
 
-class MessageToolResultSerializer(NestedShape):
+class MessageToolResultSerializer(NestedObjectSerializer):
     toolCallId = serializers.CharField(max_length=128)
     result = serializers.JSONField(allow_null=True)
 
 
-class MessageUsageSerializer(NestedShape):
+class MessageUsageSerializer(NestedObjectSerializer):
     promptTokens = serializers.IntegerField(min_value=0, max_value=MAX_TOKENS_PER_MESSAGE, default=0)
     completionTokens = serializers.IntegerField(min_value=0, max_value=MAX_TOKENS_PER_MESSAGE, default=0)
     totalTokens = serializers.IntegerField(

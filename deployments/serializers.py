@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from aiwm_project.api.serializers import EntitySerializer
-from aiwm_project.selectors import RelatedLoader
+from aiwm_project.api.serializers import EntitySerializer, NestedObjectSerializer, PopulatedField
 from deployments.choices import EventSeverity
 from deployments.models import Deployment
 from models_registry.serializers import AIModelSerializer
 from nodes.serializers import NodeSerializer
 
-# Written by the execution engine and node reports through services, never by API clients.
-SERVER_WRITTEN_FIELDS = ("events",)
 
-
-class DeploymentEventSerializer(serializers.Serializer):
+class DeploymentEventSerializer(NestedObjectSerializer):
     timestamp = serializers.DateTimeField()
     event = serializers.CharField()
     message = serializers.CharField(allow_blank=True)
@@ -26,9 +19,13 @@ class DeploymentEventSerializer(serializers.Serializer):
 
 
 class DeploymentSerializer(EntitySerializer):
+    # Written by the execution engine and node reports through services, never by API clients.
+    server_fields = ("events",)
     events = serializers.ListField(child=DeploymentEventSerializer(), read_only=True)
-    model = serializers.SerializerMethodField()
-    node = serializers.SerializerMethodField()
+    model = PopulatedField(
+        model_label="models_registry.AIModel", reference_field="model_id", serializer_class=AIModelSerializer
+    )
+    node = PopulatedField(model_label="nodes.Node", reference_field="node_id", serializer_class=NodeSerializer)
 
     class Meta:
         model = Deployment
@@ -56,36 +53,3 @@ class DeploymentSerializer(EntitySerializer):
             "node",
         ]
         extra_kwargs = {"description": {"max_length": 4000}}
-
-    def to_internal_value(self, data: Any) -> Any:
-        # A 400 rather than DRF's silent drop, like the other server-set fields: a client that
-        # believes it wrote an event should learn that it did not.
-        if isinstance(data, dict):
-            sent = [name for name in SERVER_WRITTEN_FIELDS if name in data]
-            if sent:
-                raise serializers.ValidationError({name: ["This field is set by the server."] for name in sent})
-        return super().to_internal_value(data)
-
-    # --- populated references: batch-loaded by the viewset's `populate`, never a query per row ---
-    def _loader(self, instance: Deployment) -> RelatedLoader:
-        loader = self.context.get("loader")
-        if loader is None:  # used outside a viewset (shell, admin, tests): same organization as the row
-            loader = self.context["loader"] = RelatedLoader(instance.owner_org_id)
-        return loader
-
-    def _nested(self, key: str, serializer_class: type[serializers.Serializer]) -> serializers.Serializer:
-        # One nested serializer per parent serializer: a list reuses it for every row.
-        cache: dict[str, serializers.Serializer] = self.__dict__.setdefault("_nested_serializers", {})
-        if key not in cache:
-            cache[key] = serializer_class(context=self.context)
-        return cache[key]
-
-    @extend_schema_field(AIModelSerializer(allow_null=True, read_only=True))
-    def get_model(self, instance: Deployment) -> dict[str, Any] | None:
-        record = self._loader(instance).get("models_registry.AIModel", instance.model_id)
-        return None if record is None else self._nested("model", AIModelSerializer).to_representation(record)
-
-    @extend_schema_field(NodeSerializer(allow_null=True, read_only=True))
-    def get_node(self, instance: Deployment) -> dict[str, Any] | None:
-        record = self._loader(instance).get("nodes.Node", instance.node_id)
-        return None if record is None else self._nested("node", NodeSerializer).to_representation(record)

@@ -135,4 +135,3 @@ class DeploymentViewSet(EntityViewSet):
         "uptime": "uptime",
         "lastHealthCheck": "last_health_check",
     }
-    populate = {"model": ("models_registry.AIModel", "model_id"), "node": ("nodes.Node", "node_id")}

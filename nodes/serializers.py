@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from aiwm_project.api.serializers import EntitySerializer
+from aiwm_project.api.serializers import EntitySerializer, NestedObjectSerializer
 from nodes.choices import NodeRole
 from nodes.models import Node
 
 
-class GpuDeviceSerializer(serializers.Serializer):
+class GpuDeviceSerializer(NestedObjectSerializer):
     deviceId = serializers.CharField(max_length=128)
     model = serializers.CharField(max_length=255, required=False, allow_blank=True)
     memoryTotal = serializers.IntegerField(min_value=0, max_value=2**40, required=False)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.api_mixin import EntityAPIContract
+from tests.api_mixin import EntityAPIContract, assert_error
+from tests.conftest import Personas
 
 
 class TestNodesAPI(EntityAPIContract):
@@ -40,3 +41,11 @@ class TestNodesAPI(EntityAPIContract):
             "ramTotal": 65536,
             "ramFree": 32768,
         }
+
+    def test_put_is_as_strict_as_post_inside_nested_objects(self, personas: Personas) -> None:
+        # A partial update must not store a GPU device without its deviceId (later reads would break).
+        created = self.create(personas.owner_a)
+        url = f"{self.url}/{created['_id']}"
+        body = assert_error(personas.owner_a.put(url, {"gpuDevices": [{"model": "x"}]}, format="json"), 400)
+        assert body["errors"] == ["gpuDevices[0].deviceId is required."]
+        assert personas.owner_a.get(url).json() == created

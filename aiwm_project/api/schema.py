@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema
 
 
@@ -19,6 +19,18 @@ class IAMJWTAuthenticationScheme(OpenApiAuthenticationExtension):
             "bearerFormat": "JWT",
             "description": "IAM access token (`POST /auth/login` in the embedded default).",
         }
+
+
+class PopulatedFieldExtension(OpenApiSerializerFieldExtension):
+    """A populated reference: the referenced entity (or null) in responses, absent from requests."""
+
+    target_class = "aiwm_project.api.serializers.PopulatedField"
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> Any:
+        if direction == "request":
+            return None
+        ref = auto_schema.resolve_serializer(self.target.serializer_class, direction).ref
+        return {"oneOf": [ref], "nullable": True}
 
 
 class AIWMAutoSchema(AutoSchema):

@@ -1,4 +1,5 @@
-"""The base serializer: camelCase JSON over snake_case models, audit fields, mass-assignment guard."""
+"""Base serializers: camelCase JSON over snake_case models, audit fields, mass-assignment guard,
+nested JSON shapes, and populated references."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from typing import Any
 from django.db import models
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
+from rest_framework.fields import SkipField, empty
 
 from aiwm_project.api.errors import format_datetime
+from aiwm_project.selectors import RelatedLoader
 
 # Fields a client can never set; sending one is a 400 rather than a silent no-op.
 PROTECTED_FIELDS = ("_id", "owner", "createdBy", "updatedBy", "isDeleted", "deletedAt")
+SERVER_SET_MESSAGE = "This field is set by the server."
 COMMON_FIELDS = ["id", "owner", "created_by", "updated_by", "created_at", "updated_at"]
 _CAMEL_RE = re.compile(r"_([a-z0-9])")
 BIG_INT_MAX = 2**63 - 1
@@ -23,6 +27,18 @@ def camelize(name: str) -> str:
     if name == "id":
         return "_id"
     return _CAMEL_RE.sub(lambda m: m.group(1).upper(), name)
+
+
+def invalid_choice_message(choices: Any) -> str:
+    allowed = ", ".join(str(value) for value, _ in choices)
+    return f'"{{input}}" is not one of: {allowed}'
+
+
+def choice_field(choices: Any, **kwargs: Any) -> serializers.ChoiceField:
+    """A ChoiceField whose error names the allowed values, like the model-derived ones."""
+    return serializers.ChoiceField(
+        choices=choices, error_messages={"invalid_choice": invalid_choice_message(choices)}, **kwargs
+    )
 
 
 class IsoDateTimeField(serializers.DateTimeField):
@@ -52,13 +68,82 @@ class OwnerField(serializers.Field):
         }
 
 
+class NestedObjectSerializer(serializers.Serializer):
+    """A JSON object stored inside an entity (a GPU device, a step, a participant…).
+
+    DRF lets a partial update (every PUT here) skip the required keys and defaults of nested
+    serializers, which would store shapes later reads cannot render. A nested object is
+    therefore validated as if it stood alone: a PUT is as strict about it as a POST.
+    """
+
+    def run_validation(self, data: Any = empty) -> Any:
+        if self.parent is None:
+            return super().run_validation(data)
+        is_empty, data = self.validate_empty_values(data)
+        if is_empty:
+            return data
+        standalone = type(self)(data=data, context=self.context)
+        standalone.is_valid(raise_exception=True)
+        return standalone.validated_data
+
+
+class PopulatedField(serializers.Field):
+    """Output only: the referenced record (by business id) as JSON, or null when it is gone.
+
+    Records come from the view's RelatedLoader, which the list view primes for the whole page,
+    so a list never queries per row. With `on_request=True` the field is only present when the
+    client asks for it (`?populate=<name>`); otherwise it is on every read. A value sent under
+    this name is ignored, as unknown body fields are.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_label: str,
+        reference_field: str,
+        serializer_class: type[serializers.Serializer],
+        on_request: bool = False,
+        **kwargs: Any,
+    ):
+        super().__init__(source="*", required=False, allow_null=True, **kwargs)
+        self.model_label = model_label
+        self.reference_field = reference_field
+        self.serializer_class = serializer_class
+        self.on_request = on_request
+
+    def is_wanted(self, context: dict[str, Any]) -> bool:
+        return not self.on_request or self.field_name in context.get("populate", ())
+
+    def get_attribute(self, instance: Any) -> Any:
+        if not self.is_wanted(self.context):
+            raise SkipField()
+        return instance
+
+    def to_representation(self, instance: Any) -> dict[str, Any] | None:
+        loader = self.context.get("loader")
+        if loader is None:  # outside a view (shell, admin, tests): the row's own organization
+            loader = self.context["loader"] = RelatedLoader(instance.owner_org_id)
+        record = loader.get(self.model_label, getattr(instance, self.reference_field) or "")
+        if record is None:
+            return None
+        if "_nested" not in self.__dict__:  # one nested serializer, reused for every row of a list
+            self._nested = self.serializer_class(context=self.context)
+        return self._nested.to_representation(record)
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        return {}
+
+
 class EntitySerializer(serializers.ModelSerializer):
     """Subclasses list snake_case model fields in Meta.fields; the JSON names are their camelCase.
 
     `_id`, `owner`, `createdBy`, `updatedBy`, `createdAt`, `updatedAt` are added and read-only.
+    `server_fields` names further JSON fields only the server writes (counters, event logs):
+    sending one is a 400, like the audit fields.
     """
 
     owner = OwnerField()
+    server_fields: tuple[str, ...] = ()
 
     serializer_field_mapping = {
         **serializers.ModelSerializer.serializer_field_mapping,
@@ -80,8 +165,7 @@ class EntitySerializer(serializers.ModelSerializer):
             for key in ("required", "allow_blank", "allow_null", "max_length", "validators", "default"):
                 kwargs.pop(key, None)
         if issubclass(field_class, serializers.ChoiceField) and "choices" in kwargs:
-            allowed = ", ".join(str(value) for value, _ in kwargs["choices"])
-            kwargs["error_messages"] = {"invalid_choice": f'"{{input}}" is not one of: {allowed}'}
+            kwargs["error_messages"] = {"invalid_choice": invalid_choice_message(kwargs["choices"])}
         if issubclass(field_class, serializers.IntegerField):
             # Keep numbers inside what every database column can hold: an overflow is a 400, not a 500.
             kwargs.setdefault("max_value", BIG_INT_MAX)
@@ -100,7 +184,7 @@ class EntitySerializer(serializers.ModelSerializer):
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
-            sent = [name for name in PROTECTED_FIELDS if name in data]
+            sent = [name for name in (*PROTECTED_FIELDS, *self.server_fields) if name in data]
             if sent:
-                raise serializers.ValidationError({name: ["This field is set by the server."] for name in sent})
+                raise serializers.ValidationError({name: [SERVER_SET_MESSAGE] for name in sent})
         return super().to_internal_value(data)

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 
 from aiwm_project import services
 from aiwm_project.api.errors import format_datetime
+from aiwm_project.api.serializers import PopulatedField
 from aiwm_project.models import OwnedModel
 from aiwm_project.selectors import RelatedLoader, find_by_identifier, is_valid_identifier
 
@@ -41,8 +42,6 @@ class EntityViewSet(viewsets.ModelViewSet):
     plain_filter_params: ClassVar[tuple[str, ...]] = ()
     sort_fields: ClassVar[dict[str, str]] = {}
     default_sort = "-createdAt"
-    # label -> (model label, field holding the business id): loaded for the whole page at once.
-    populate: ClassVar[dict[str, tuple[str, str]]] = {}
 
     create_service: Callable[..., Any] = staticmethod(services.entity_create)
     update_service: Callable[..., Any] = staticmethod(services.entity_update)
@@ -76,15 +75,36 @@ class EntityViewSet(viewsets.ModelViewSet):
         context = super().get_serializer_context()
         user: Any = self.request.user if self.request is not None else None
         context["loader"] = RelatedLoader(getattr(user, "org_id", ""))
+        context["populate"] = self.requested_populate()
         return context
+
+    def requested_populate(self) -> frozenset[str]:
+        """Relations named by `?populate=a,b`; naming one the entity does not offer is a 400."""
+        request = getattr(self, "request", None)
+        if request is None or "populate" not in request.query_params:
+            return frozenset()
+        offered = {
+            name
+            for name, field in getattr(self.get_serializer_class(), "_declared_fields", {}).items()
+            if isinstance(field, PopulatedField) and field.on_request
+        }
+        names = {part.strip() for raw in request.query_params.getlist("populate") for part in raw.split(",")}
+        names.discard("")
+        unknown = sorted(names - offered)
+        if unknown:
+            allowed = ", ".join(sorted(offered)) or "none"
+            raise ValidationError({"populate": [f"unknown relation {unknown[0][:64]!r}; allowed: {allowed}"]})
+        return frozenset(names)
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         queryset = self.filter_queryset(self.get_queryset())
-        page = self.paginate_queryset(queryset)
+        page = self.paginate_queryset(queryset) or []
         serializer = self.get_serializer(page, many=True)
+        # Load every populated reference of the page in one query per referenced model.
         loader: RelatedLoader = serializer.context["loader"]
-        for model_label, field in self.populate.values():
-            loader.prime(model_label, {getattr(row, field) for row in page or []})
+        for field in serializer.child.fields.values():  # type: ignore[attr-defined]
+            if isinstance(field, PopulatedField) and field.is_wanted(serializer.context):
+                loader.prime(field.model_label, {getattr(row, field.reference_field) for row in page})
         return self.get_paginated_response(serializer.data)
 
     # --- writes ---
