@@ -31,6 +31,7 @@ class Agent(OwnedModel):
     business_id_field = "agent_id"
     entity_label = "Agent"
     references = {"node_id": "nodes.Node", "instruction_id": "agents.Instruction"}
+    protected_references = frozenset({"node_id", "instruction_id"})
 
     agent_id = models.CharField(max_length=128)
     name = models.CharField(max_length=255)

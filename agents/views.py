@@ -5,7 +5,6 @@ from __future__ import annotations
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 
-from agents import services
 from agents.models import Agent, Instruction, Tool
 from agents.serializers import AgentSerializer, InstructionSerializer, ToolSerializer
 from aiwm_project.api.viewsets import DeleteResponse, EntityViewSet
@@ -114,8 +113,6 @@ IN_USE_RESPONSE = OpenApiResponse(
 class InstructionViewSet(EntityViewSet):
     model = Instruction
     serializer_class = InstructionSerializer
-    update_service = staticmethod(services.instruction_update)
-    delete_service = staticmethod(services.instruction_delete)
     filter_fields = {"isActive": "is_active", "tags": "tags", "instructionId": "instruction_id"}
     sort_fields = {
         "createdAt": "created_at",
@@ -211,8 +208,6 @@ POPULATE_PARAMETER = OpenApiParameter(
 class AgentViewSet(EntityViewSet):
     model = Agent
     serializer_class = AgentSerializer
-    create_service = staticmethod(services.agent_create)
-    update_service = staticmethod(services.agent_update)
     filter_fields = {
         "status": "status",
         "nodeId": "node_id",

@@ -8,6 +8,7 @@ as the API (reference checks, audit stamps, soft delete), never a bare `save()`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -16,6 +17,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from aiwm_project import services
+from aiwm_project.api.errors import flatten_validation_errors
 from aiwm_project.auth import Principal
 from aiwm_project.exceptions import ServiceError, ValidationFailed
 from aiwm_project.models import LocalIdentity, OwnedModel
@@ -46,8 +48,11 @@ class OwnedModelAdmin(admin.ModelAdmin):
     ordering = ("-created_at",)
     show_full_result_count = False
     actions = ["soft_delete_selected"]
-    # The same delete service the entity's API uses (an app may enforce rules, e.g. no dangling refs).
-    delete_service = staticmethod(services.entity_delete)
+    # The same services the entity's API uses (an app may add rules to them).
+    # The entity's API serializer: admin edits get the same validation as the API.
+    api_serializer: Any = None
+    update_service: Callable[..., Any] = staticmethod(services.entity_update)
+    delete_service: Callable[..., Any] = staticmethod(services.entity_delete)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         model: type[OwnedModel] = self.model
@@ -62,23 +67,49 @@ class OwnedModelAdmin(admin.ModelAdmin):
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         base = super().get_form(request, obj, change=change, **kwargs)
         model: type[OwnedModel] = self.model
+        api_serializer = self.api_serializer
 
-        class ReferenceCheckedForm(base):  # type: ignore[misc, valid-type]
+        class ApiValidatedForm(base):  # type: ignore[misc, valid-type]
+            """Admin edits are held to the API's own validation (types, enumerations, JSON shapes,
+            references), so the admin cannot store what the API would refuse."""
+
             def clean(self) -> dict[str, Any]:
                 cleaned = super().clean()
-                refs = {k: cleaned.get(k) for k in model.references if k in self.changed_data}
+                changed = [f for f in self.changed_data if f in cleaned]
+                if api_serializer is not None and changed:
+                    self._validate_like_the_api(api_serializer, cleaned, changed)
+                refs = {k: cleaned.get(k) for k in model.references if k in changed}
                 try:
                     services.validate_references(model=model, org_id=self.instance.owner_org_id, data=refs)
                 except ValidationFailed as exc:
                     raise forms.ValidationError(exc.errors) from exc
                 return cleaned
 
-        return ReferenceCheckedForm
+            def _validate_like_the_api(self, serializer_class: Any, cleaned: dict, changed: list[str]) -> None:
+                api_names = {
+                    field.source: name for name, field in serializer_class().fields.items() if not field.read_only
+                }
+                data = {api_names[f]: cleaned[f] for f in changed if f in api_names}
+                serializer = serializer_class(self.instance, data=data, partial=True)
+                if serializer.is_valid():
+                    cleaned.update(serializer.validated_data)
+                    return
+                model_names = {api: source for source, api in api_names.items()}
+                for api_name, detail in serializer.errors.items():
+                    field = model_names.get(api_name)
+                    lines = flatten_validation_errors(detail)
+                    self.add_error(field if field in self.fields else None, forms.ValidationError(lines))
+
+        return ApiValidatedForm
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         original = type(obj).objects.get(pk=obj.pk)
         changed = {field: getattr(obj, field) for field in form.changed_data}
-        services.entity_update(instance=original, data=changed, actor=admin_actor(request, original))
+        try:
+            self.update_service(instance=original, data=changed, actor=admin_actor(request, original))
+        except ServiceError as exc:
+            # E.g. a rule of the entity's service, or a race with the engine: report it, no 500 page.
+            self.message_user(request, f"{original}: {exc.message} {' '.join(exc.errors)}".strip(), messages.ERROR)
 
     @admin.action(description="Soft delete selected records")
     def soft_delete_selected(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -29,7 +29,8 @@ class OwnedModel(models.Model):
 
     Subclasses name their business id field (`business_id_field`), the label used in messages
     (`entity_label`) and the business-id references they hold (`references`, field -> model label),
-    which the shared services validate on every write.
+    which the shared services validate on every write; `protected_references` are those whose
+    target may not be deleted while this record is live (deleting it is a 409 naming this record).
     """
 
     id = models.CharField(primary_key=True, max_length=24, default=new_object_id, editable=False, db_column="_id")
@@ -48,6 +49,8 @@ class OwnedModel(models.Model):
     business_id_field: ClassVar[str]
     entity_label: ClassVar[str]
     references: ClassVar[dict[str, str]] = {}
+    # References whose target cannot be deleted while this live record points at it.
+    protected_references: ClassVar[frozenset[str]] = frozenset()
 
     class Meta:
         abstract = True

@@ -8,10 +8,12 @@ from django.contrib import admin
 
 from aiwm_project.admin import AUDIT_FIELDS, OwnedModelAdmin
 from conversations.models import Conversation, Message, usage_tokens
+from conversations.serializers import ConversationSerializer, MessageSerializer
 
 
 @admin.register(Conversation)
 class ConversationAdmin(OwnedModelAdmin):
+    api_serializer = ConversationSerializer
     list_display = (
         "conversation_id",
         "title",
@@ -33,6 +35,7 @@ class ConversationAdmin(OwnedModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(OwnedModelAdmin):
+    api_serializer = MessageSerializer
     list_display = (
         "message_id",
         "conversation_id",

@@ -4,10 +4,12 @@ from django.contrib import admin
 
 from aiwm_project.admin import AUDIT_FIELDS, OwnedModelAdmin
 from deployments.models import Deployment
+from deployments.serializers import DeploymentSerializer
 
 
 @admin.register(Deployment)
 class DeploymentAdmin(OwnedModelAdmin):
+    api_serializer = DeploymentSerializer
     list_display = (
         "deployment_id",
         "name",

@@ -18,6 +18,7 @@ class Deployment(OwnedModel):
     business_id_field = "deployment_id"
     entity_label = "Deployment"
     references = {"model_id": "models_registry.AIModel", "node_id": "nodes.Node"}
+    protected_references = frozenset({"model_id", "node_id"})
 
     deployment_id = models.CharField(max_length=128)
     name = models.CharField(max_length=255)

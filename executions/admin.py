@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
-from aiwm_project.admin import OwnedModelAdmin, admin_actor
-from aiwm_project.exceptions import ServiceError
+from aiwm_project.admin import OwnedModelAdmin
 from executions.choices import ExecutionStatus, StepStatus
 from executions.models import Execution
+from executions.serializers import ExecutionSerializer
 from executions.services import execution_delete, execution_update
 
 # Editable only while pending (the engine reads them when it starts the run).
@@ -66,23 +66,15 @@ class ExecutionAdmin(OwnedModelAdmin):
         "retry_count",
         "retry_attempts",
     )
-    # Narrower than the base's signature (it takes any OwnedModel); only executions reach this admin.
-    delete_service = staticmethod(execution_delete)  # type: ignore[assignment]
+    api_serializer = ExecutionSerializer
+    update_service = staticmethod(execution_update)
+    delete_service = staticmethod(execution_delete)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         fields = super().get_readonly_fields(request, obj)
         if obj is not None and obj.status != ExecutionStatus.PENDING:
             return (*fields, *PENDING_ONLY_FIELDS)
         return fields
-
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        original = Execution.objects.get(pk=obj.pk)
-        changed = {field: getattr(obj, field) for field in form.changed_data}
-        try:
-            execution_update(instance=original, data=changed, actor=admin_actor(request, original))
-        except ServiceError as exc:
-            # Lost a race with the engine (started meanwhile): report it rather than a 500 page.
-            self.message_user(request, f"{original}: {exc.message} {' '.join(exc.errors)}".strip(), messages.ERROR)
 
     @admin.display(description="Steps")
     def step_summary(self, obj: Execution) -> str:

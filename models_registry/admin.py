@@ -4,10 +4,12 @@ from django.contrib import admin
 
 from aiwm_project.admin import OwnedModelAdmin
 from models_registry.models import AIModel
+from models_registry.serializers import AIModelSerializer
 
 
 @admin.register(AIModel)
 class AIModelAdmin(OwnedModelAdmin):
+    api_serializer = AIModelSerializer
     list_display = (
         "model_id",
         "name",

@@ -14,6 +14,7 @@ class AIModel(OwnedModel):
     business_id_field = "model_id"
     entity_label = "Model"
     references = {"node_id": "nodes.Node"}
+    protected_references = frozenset({"node_id"})
 
     model_id = models.CharField(max_length=128)
     name = models.CharField(max_length=255)

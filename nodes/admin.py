@@ -4,10 +4,12 @@ from django.contrib import admin
 
 from aiwm_project.admin import OwnedModelAdmin
 from nodes.models import Node
+from nodes.serializers import NodeSerializer
 
 
 @admin.register(Node)
 class NodeAdmin(OwnedModelAdmin):
+    api_serializer = NodeSerializer
     list_display = (
         "node_id",
         "name",

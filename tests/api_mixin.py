@@ -141,6 +141,13 @@ class EntityAPIContract:
         assert body[self.business_id] == created[self.business_id]
         assert personas.owner_a.get(f"{self.url}/{created['_id']}").json() == body
 
+    def test_business_id_cannot_be_changed(self, personas: Personas) -> None:
+        created = self.create(personas.owner_a)
+        url = f"{self.url}/{created['_id']}"
+        body = assert_error(personas.owner_a.put(url, {self.business_id: "renamed-id"}, format="json"), 400)
+        assert any(line.startswith(self.business_id) for line in body["errors"]), body
+        assert personas.owner_a.get(url).json() == created
+
     def test_soft_delete_hides_record_and_frees_business_id(self, personas: Personas) -> None:
         created = self.create(personas.owner_a)
         response = personas.owner_a.delete(f"{self.url}/{created['_id']}")

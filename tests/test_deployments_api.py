@@ -120,10 +120,24 @@ class TestDeploymentsAPI(EntityAPIContract):
         assert rows["deploy-llama-002"]["model"]["modelId"] == "mistral-7b"
         assert rows["deploy-llama-002"]["node"]["nodeId"] == "node-gpu-02"
 
-    def test_populated_reference_is_null_once_deleted(self, personas: Personas) -> None:
+    def test_node_and_model_of_a_live_deployment_cannot_be_deleted(self, personas: Personas) -> None:
+        client = personas.owner_a
+        self.create(client)
+        for url, label in (("/api/nodes/node-gpu-01", "Node"), ("/api/models/llama-2-7b-v1", "Model")):
+            body = assert_error(client.delete(url), 409)
+            assert body["message"].startswith(f"{label} ")
+            assert "1 deployment(s): deploy-llama-001" in body["message"]
+            assert "deploymentId: deploy-llama-001" in body["errors"]
+        assert client.delete(f"{URL}/deploy-llama-001").status_code == 200
+        assert client.delete("/api/models/llama-2-7b-v1").status_code == 200
+
+    def test_populated_reference_is_null_once_gone(self, personas: Personas) -> None:
+        # The services refuse such deletes; a row soft-deleted outside them must still read cleanly.
+        from nodes.models import Node
+
         client = personas.owner_a
         created = self.create(client)
-        assert client.delete("/api/nodes/node-gpu-01").status_code == 200
+        Node.objects.filter(node_id="node-gpu-01").update(is_deleted=True)
         got = client.get(f"{URL}/{created['_id']}").json()
         assert got["node"] is None and got["nodeId"] == "node-gpu-01"
         assert got["model"]["modelId"] == "llama-2-7b-v1"

@@ -10,7 +10,6 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from agents import services as agent_services
 from agents.models import Agent, Instruction
 from aiwm_project import services as shared_services
 from aiwm_project.auth import Principal
@@ -129,21 +128,16 @@ class TestInstructionsAPI(EntityAPIContract):
         assert "agent-09 and 2 more;" in body["message"]
         assert len(body["errors"]) == 10
 
-    def test_renaming_a_used_instruction_is_409_and_unused_is_fine(self, personas: Personas) -> None:
+    def test_the_instruction_id_cannot_be_changed(self, personas: Personas) -> None:
+        # Agents refer to it by this id: a rename would leave them pointing at nothing.
         instruction = self.create(personas.owner_a)
         url = f"{self.url}/{instruction['_id']}"
-        create_agent(personas.owner_a, "agent-a", instruction["instructionId"])
-        body = assert_error(personas.owner_a.put(url, {"instructionId": "inst-renamed"}, format="json"), 409)
-        assert "before you rename it" in body["message"]
+        body = assert_error(personas.owner_a.put(url, {"instructionId": "inst-renamed"}, format="json"), 400)
+        assert body["errors"] == ["instructionId: cannot be changed (other records refer to it)"]
         assert personas.owner_a.get(url).json() == instruction
-        # Other fields of a used instruction may change.
-        assert (
-            personas.owner_a.put(url, {"name": "v2", "instructionId": "inst-cs-agent-v1"}, format="json").status_code
-            == 200
-        )
-        assert personas.owner_a.delete("/api/agents/agent-a").status_code == 200
-        renamed = personas.owner_a.put(url, {"instructionId": "inst-renamed"}, format="json")
-        assert renamed.status_code == 200 and renamed.json()["instructionId"] == "inst-renamed"
+        # Sending it unchanged alongside other fields is fine.
+        response = personas.owner_a.put(url, {"name": "v2", "instructionId": "inst-cs-agent-v1"}, format="json")
+        assert response.status_code == 200
 
 
 # --- the same rule under concurrency (PostgreSQL only: SQLite ignores row locks) ---
@@ -173,13 +167,14 @@ def _in_thread(target: Any, outcome: dict[str, Any]) -> threading.Thread:
 
 
 def _pause_after(monkeypatch: pytest.MonkeyPatch, name: str, reached: threading.Event) -> None:
-    """Make the shared service `name` signal, then wait, while its caller's transaction holds its locks."""
+    """Run the shared helper `name`, then signal and wait while the caller's transaction holds its locks."""
     original = getattr(shared_services, name)
 
-    def paused(**kwargs: Any) -> Any:
+    def paused(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
         reached.set()
         time.sleep(0.5)
-        return original(**kwargs)
+        return result
 
     monkeypatch.setattr(shared_services, name, paused)
 
@@ -191,13 +186,13 @@ def test_delete_waits_for_an_agent_being_created_with_the_instruction_then_refus
 ) -> None:
     instruction = _setup_node_and_instruction()
     reached = threading.Event()
-    _pause_after(monkeypatch, "entity_create", reached)
+    _pause_after(monkeypatch, "validate_references", reached)
     outcome: dict[str, Any] = {}
     data = {"agent_id": "agent-1", "name": "a", "node_id": "node-1", "instruction_id": "inst-1"}
-    thread = _in_thread(lambda: agent_services.agent_create(data=data, actor=ACTOR), outcome)
+    thread = _in_thread(lambda: shared_services.entity_create(model=Agent, data=data, actor=ACTOR), outcome)
     assert reached.wait(5)
     with pytest.raises(ConflictError, match="agent-1"):
-        agent_services.instruction_delete(instance=instruction, actor=ACTOR)
+        shared_services.entity_delete(instance=instruction, actor=ACTOR)
     thread.join(10)
     assert "error" not in outcome, outcome
     assert Instruction.objects.for_org(ORG_A).filter(instruction_id="inst-1").exists()
@@ -210,13 +205,13 @@ def test_agent_create_waits_for_a_delete_in_progress_then_sees_the_instruction_g
 ) -> None:
     instruction = _setup_node_and_instruction()
     reached = threading.Event()
-    _pause_after(monkeypatch, "entity_delete", reached)
+    _pause_after(monkeypatch, "refuse_if_referenced", reached)
     outcome: dict[str, Any] = {}
-    thread = _in_thread(lambda: agent_services.instruction_delete(instance=instruction, actor=ACTOR), outcome)
+    thread = _in_thread(lambda: shared_services.entity_delete(instance=instruction, actor=ACTOR), outcome)
     assert reached.wait(5)
     data = {"agent_id": "agent-1", "name": "a", "node_id": "node-1", "instruction_id": "inst-1"}
     with pytest.raises(ValidationFailed) as failure:
-        agent_services.agent_create(data=data, actor=ACTOR)
+        shared_services.entity_create(model=Agent, data=data, actor=ACTOR)
     assert failure.value.errors == ["instructionId: Instruction 'inst-1' does not exist"]
     thread.join(10)
     assert "error" not in outcome, outcome

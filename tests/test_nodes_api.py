@@ -49,3 +49,19 @@ class TestNodesAPI(EntityAPIContract):
         body = assert_error(personas.owner_a.put(url, {"gpuDevices": [{"model": "x"}]}, format="json"), 400)
         assert body["errors"] == ["gpuDevices[0].deviceId is required."]
         assert personas.owner_a.get(url).json() == created
+
+    def test_a_node_in_use_cannot_be_deleted(self, personas: Personas) -> None:
+        # Models and agents on the node would point at nothing; the 409 names them.
+        client = personas.owner_a
+        self.create(client)
+        model = {"modelId": "llama", "name": "Llama", "type": "llm", "framework": "pytorch", "nodeId": "node-gpu-01"}
+        assert client.post("/api/models", model, format="json").status_code == 201
+        agent = {"agentId": "agent-1", "name": "Agent", "nodeId": "node-gpu-01"}
+        assert client.post("/api/agents", agent, format="json").status_code == 201
+        body = assert_error(client.delete("/api/nodes/node-gpu-01"), 409)
+        assert "1 model(s): llama" in body["message"] and "1 agent(s): agent-1" in body["message"]
+        assert sorted(body["errors"]) == ["agentId: agent-1", "modelId: llama"]
+        assert client.get("/api/nodes/node-gpu-01").status_code == 200
+        assert client.delete("/api/agents/agent-1").status_code == 200
+        assert client.delete("/api/models/llama").status_code == 200
+        assert client.delete("/api/nodes/node-gpu-01").status_code == 200
