@@ -108,13 +108,6 @@ def message_delete(*, instance: Message, actor: Principal) -> Message:
     return instance
 
 
-def conversation_update(*, instance: Conversation, data: dict[str, Any], actor: Principal) -> Conversation:
-    """Partial update. `conversationId` is fixed: messages refer to the conversation by it."""
-    if "conversation_id" in data and data["conversation_id"] != instance.conversation_id:
-        raise ValidationFailed(["conversationId: cannot be changed; messages refer to the conversation by it"])
-    return entity_update(instance=instance, data=data, actor=actor)
-
-
 def conversation_delete(*, instance: Conversation, actor: Principal) -> Conversation:
     """Soft-delete the conversation and its live messages in one transaction.
 

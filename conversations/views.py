@@ -120,7 +120,6 @@ class ConversationViewSet(EntityViewSet):
         "totalTokens": "total_tokens",
         "totalMessages": "total_messages",
     }
-    update_service = staticmethod(services.conversation_update)
     delete_service = staticmethod(services.conversation_delete)
 
 
