@@ -318,6 +318,8 @@ def spread(personas: Personas) -> dict[str, str]:
         ({"filter[nodeId]": "node-gpu-02"}, {"download"}),
         ({"category": "model", "filter[type]": "download-model"}, {"download"}),
         ({"status": "timeout"}, set()),
+        # An empty plain parameter (an empty filter box in a UI) filters nothing.
+        ({"status": "", "category": ""}, {"deploy", "download", "agent", "stop"}),
     ],
 )
 def test_plain_query_parameters_filter(

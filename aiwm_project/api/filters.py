@@ -78,7 +78,8 @@ class FilterSortBackend(BaseFilterBackend):
             lookup, value = parse_filter_value(queryset.model, filter_fields[api_name], request.query_params[key], key)
             conditions[lookup] = value
         for api_name in getattr(view, "plain_filter_params", ()):
-            if api_name in request.query_params:
+            # An empty plain parameter (`?status=`, an empty filter box) means "no filter".
+            if request.query_params.get(api_name):
                 lookup, value = parse_filter_value(
                     queryset.model, filter_fields[api_name], request.query_params[api_name], api_name
                 )
