@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 
 from agents.models import Agent, Instruction, Tool
 from agents.serializers import AgentSerializer, InstructionSerializer, ToolSerializer
+from aiwm_project.api.schema import entity_schema_view
 from aiwm_project.api.viewsets import DeleteResponse, EntityViewSet
 
 OWNER_EXAMPLE = {"orgId": "68dd05b175d9e3c17bf97f60", "userId": "68dcf365f6a92c0d4911b619", "groupId": ""}
@@ -66,49 +67,27 @@ IN_USE_RESPONSE = OpenApiResponse(
 )
 
 
-@extend_schema_view(
-    list=extend_schema(summary="Get all instructions", tags=["Instructions"]),
-    create=extend_schema(
-        summary="Create instruction",
-        tags=["Instructions"],
-        examples=[
-            OpenApiExample("Create instruction", value=INSTRUCTION_EXAMPLE_REQUEST, request_only=True),
-            OpenApiExample("Created", value=INSTRUCTION_EXAMPLE, response_only=True, status_codes=["201"]),
-        ],
-    ),
-    retrieve=extend_schema(
-        summary="Get instruction by _id or instructionId",
-        tags=["Instructions"],
-        examples=[OpenApiExample("Instruction", value=INSTRUCTION_EXAMPLE, response_only=True)],
-    ),
-    update=extend_schema(
-        summary="Update instruction (only the fields sent)",
-        description="Changing `instructionId` while live agents use the instruction is a 409.",
-        tags=["Instructions"],
-        examples=[
-            OpenApiExample("New version", value=INSTRUCTION_UPDATE_EXAMPLE, request_only=True),
-            OpenApiExample(
-                "Updated",
-                value={**INSTRUCTION_EXAMPLE, **INSTRUCTION_UPDATE_EXAMPLE, "updatedAt": "2025-11-19T11:00:00.000Z"},
-                response_only=True,
-            ),
-        ],
-    ),
-    partial_update=extend_schema(summary="Update instruction (same as PUT)", tags=["Instructions"]),
-    destroy=extend_schema(
-        summary="Delete instruction (soft)",
-        description="Refused with 409 while live agents use the instruction: reassign or delete them first.",
-        tags=["Instructions"],
-        responses={200: OpenApiResponse(DeleteResponse), 409: IN_USE_RESPONSE},
-        examples=[
-            OpenApiExample(
-                "Deleted",
-                value={"message": "Instruction deleted successfully", "deletedAt": "2025-11-19T12:00:00.000Z"},
-                response_only=True,
-                status_codes=["200"],
-            )
-        ],
-    ),
+@entity_schema_view(
+    singular="instruction",
+    example=INSTRUCTION_EXAMPLE,
+    create_example=INSTRUCTION_EXAMPLE_REQUEST,
+    update_example=("New version", INSTRUCTION_UPDATE_EXAMPLE),
+    updated_example={**INSTRUCTION_EXAMPLE, **INSTRUCTION_UPDATE_EXAMPLE, "updatedAt": "2025-11-19T11:00:00.000Z"},
+    overrides={
+        "update": {"description": "Changing `instructionId` while live agents use the instruction is a 409."},
+        "destroy": {
+            "description": "Refused with 409 while live agents use the instruction: reassign or delete them first.",
+            "responses": {200: OpenApiResponse(DeleteResponse), 409: IN_USE_RESPONSE},
+            "examples": [
+                OpenApiExample(
+                    "Deleted",
+                    value={"message": "Instruction deleted successfully", "deletedAt": "2025-11-19T12:00:00.000Z"},
+                    response_only=True,
+                    status_codes=["200"],
+                )
+            ],
+        },
+    },
 )
 class InstructionViewSet(EntityViewSet):
     model = Instruction
@@ -163,47 +142,25 @@ POPULATE_PARAMETER = OpenApiParameter(
 )
 
 
-@extend_schema_view(
-    list=extend_schema(
-        summary="Get all agents",
-        tags=["Agents"],
-        parameters=[POPULATE_PARAMETER],
-    ),
-    create=extend_schema(
-        summary="Create agent",
-        tags=["Agents"],
-        examples=[
-            OpenApiExample("Create agent", value=AGENT_EXAMPLE_REQUEST, request_only=True),
-            OpenApiExample("Created", value=AGENT_EXAMPLE, response_only=True, status_codes=["201"]),
-        ],
-    ),
-    retrieve=extend_schema(
-        summary="Get agent by _id or agentId",
-        tags=["Agents"],
-        parameters=[POPULATE_PARAMETER],
-        examples=[
-            OpenApiExample("Agent", value=AGENT_EXAMPLE, response_only=True),
-            OpenApiExample(
-                "Agent with ?populate=instruction",
-                value={**AGENT_EXAMPLE, "instruction": INSTRUCTION_EXAMPLE},
-                response_only=True,
-            ),
-        ],
-    ),
-    update=extend_schema(
-        summary="Update agent (only the fields sent)",
-        tags=["Agents"],
-        examples=[
-            OpenApiExample("Busy", value=AGENT_UPDATE_EXAMPLE, request_only=True),
-            OpenApiExample(
-                "Updated",
-                value={**AGENT_EXAMPLE, **AGENT_UPDATE_EXAMPLE, "updatedAt": "2025-11-16T12:00:00.000Z"},
-                response_only=True,
-            ),
-        ],
-    ),
-    partial_update=extend_schema(summary="Update agent (same as PUT)", tags=["Agents"]),
-    destroy=extend_schema(summary="Delete agent (soft)", tags=["Agents"]),
+@entity_schema_view(
+    singular="agent",
+    example=AGENT_EXAMPLE,
+    create_example=AGENT_EXAMPLE_REQUEST,
+    update_example=("Busy", AGENT_UPDATE_EXAMPLE),
+    updated_example={**AGENT_EXAMPLE, **AGENT_UPDATE_EXAMPLE, "updatedAt": "2025-11-16T12:00:00.000Z"},
+    overrides={
+        "list": {"parameters": [POPULATE_PARAMETER]},
+        "retrieve": {
+            "parameters": [POPULATE_PARAMETER],
+            "examples": [
+                OpenApiExample(
+                    "Agent with ?populate=instruction",
+                    value={**AGENT_EXAMPLE, "instruction": INSTRUCTION_EXAMPLE},
+                    response_only=True,
+                )
+            ],
+        },
+    },
 )
 class AgentViewSet(EntityViewSet):
     model = Agent
@@ -292,40 +249,14 @@ TOOL_EXAMPLE = {
 TOOL_UPDATE_EXAMPLE = {"status": "deprecated", "isActive": False}
 
 
-@extend_schema_view(
-    list=extend_schema(summary="Get all tools", tags=["Tools"]),
-    create=extend_schema(
-        summary="Create tool",
-        tags=["Tools"],
-        examples=[
-            OpenApiExample("Create tool", value=TOOL_EXAMPLE_REQUEST, request_only=True),
-            OpenApiExample(
-                "Created",
-                value={**TOOL_EXAMPLE, "usage": [], "totalUsage": 0, "averageLatency": 0},
-                response_only=True,
-                status_codes=["201"],
-            ),
-        ],
-    ),
-    retrieve=extend_schema(
-        summary="Get tool by _id or toolId",
-        tags=["Tools"],
-        examples=[OpenApiExample("Tool", value=TOOL_EXAMPLE, response_only=True)],
-    ),
-    update=extend_schema(
-        summary="Update tool (only the fields sent; a JSON field is replaced whole)",
-        tags=["Tools"],
-        examples=[
-            OpenApiExample("Deprecate", value=TOOL_UPDATE_EXAMPLE, request_only=True),
-            OpenApiExample(
-                "Updated",
-                value={**TOOL_EXAMPLE, **TOOL_UPDATE_EXAMPLE, "updatedAt": "2025-11-21T10:00:00.000Z"},
-                response_only=True,
-            ),
-        ],
-    ),
-    partial_update=extend_schema(summary="Update tool (same as PUT)", tags=["Tools"]),
-    destroy=extend_schema(summary="Delete tool (soft)", tags=["Tools"]),
+@entity_schema_view(
+    singular="tool",
+    example=TOOL_EXAMPLE,
+    create_example=TOOL_EXAMPLE_REQUEST,
+    created_example={**TOOL_EXAMPLE, "usage": [], "totalUsage": 0, "averageLatency": 0},
+    update_example=("Deprecate", TOOL_UPDATE_EXAMPLE),
+    updated_example={**TOOL_EXAMPLE, **TOOL_UPDATE_EXAMPLE, "updatedAt": "2025-11-21T10:00:00.000Z"},
+    overrides={"update": {"summary": "Update tool (only the fields sent; a JSON field is replaced whole)"}},
 )
 class ToolViewSet(EntityViewSet):
     model = Tool

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiExample
 
+from aiwm_project.api.schema import entity_schema_view
 from aiwm_project.api.viewsets import EntityViewSet
 from conversations import services
 from conversations.models import Conversation, Message
@@ -70,34 +71,21 @@ MESSAGE_TOOL_CALL_REQUEST = {
         {"id": "call_1", "type": "function", "function": {"name": "lookup_order", "arguments": '{"orderId": 1042}'}}
     ],
 }
-CONVERSATION_TAGS = ["Conversations"]
-MESSAGE_TAGS = ["Messages"]
 
 
-@extend_schema_view(
-    list=extend_schema(summary="Get all conversations", tags=CONVERSATION_TAGS),
-    create=extend_schema(
-        summary="Create conversation",
-        description="`agentId` (required) and `modelId` (optional) must name records of your organization. "
-        "`totalTokens` and `totalMessages` are kept by the server as messages are added and deleted.",
-        tags=CONVERSATION_TAGS,
-        examples=[
-            OpenApiExample("Create conversation", value=CONVERSATION_EXAMPLE_REQUEST, request_only=True),
-            OpenApiExample("Created", value=CONVERSATION_EXAMPLE, response_only=True, status_codes=["201"]),
-        ],
-    ),
-    retrieve=extend_schema(
-        summary="Get conversation by _id or conversationId",
-        tags=CONVERSATION_TAGS,
-        examples=[OpenApiExample("Conversation", value=CONVERSATION_EXAMPLE, response_only=True)],
-    ),
-    update=extend_schema(
-        summary="Update conversation (only the fields sent; conversationId is fixed)",
-        tags=CONVERSATION_TAGS,
-        examples=[OpenApiExample("Complete", value={"status": "completed", "isActive": False}, request_only=True)],
-    ),
-    partial_update=extend_schema(summary="Update conversation (same as PUT)", tags=CONVERSATION_TAGS),
-    destroy=extend_schema(summary="Delete conversation and its messages (soft)", tags=CONVERSATION_TAGS),
+@entity_schema_view(
+    singular="conversation",
+    example=CONVERSATION_EXAMPLE,
+    create_example=CONVERSATION_EXAMPLE_REQUEST,
+    update_example=("Complete", {"status": "completed", "isActive": False}),
+    overrides={
+        "create": {
+            "description": "`agentId` (required) and `modelId` (optional) must name records of your organization. "
+            "`totalTokens` and `totalMessages` are kept by the server as messages are added and deleted."
+        },
+        "update": {"summary": "Update conversation (only the fields sent; conversationId is fixed)"},
+        "destroy": {"summary": "Delete conversation and its messages (soft)"},
+    },
 )
 class ConversationViewSet(EntityViewSet):
     model = Conversation
@@ -123,41 +111,26 @@ class ConversationViewSet(EntityViewSet):
     delete_service = staticmethod(services.conversation_delete)
 
 
-@extend_schema_view(
-    list=extend_schema(
-        summary="Get all messages",
-        description="A conversation's history: `filter[conversationId]=...&sort=createdAt`.",
-        tags=MESSAGE_TAGS,
-    ),
-    create=extend_schema(
-        summary="Add message to a conversation",
-        description="Adds 1 to the conversation's `totalMessages` and `usage.totalTokens` to its `totalTokens`. "
-        "`messageId` is optional: the server uses the new `_id` when it is not sent; a client-chosen one "
-        "makes retries safe (a repeat is a 409).",
-        tags=MESSAGE_TAGS,
-        examples=[
-            OpenApiExample("Assistant reply", value=MESSAGE_EXAMPLE_REQUEST, request_only=True),
-            OpenApiExample("Tool call", value=MESSAGE_TOOL_CALL_REQUEST, request_only=True),
-            OpenApiExample("Created", value=MESSAGE_EXAMPLE, response_only=True, status_codes=["201"]),
-        ],
-    ),
-    retrieve=extend_schema(
-        summary="Get message by _id or messageId",
-        tags=MESSAGE_TAGS,
-        examples=[OpenApiExample("Message", value=MESSAGE_EXAMPLE, response_only=True)],
-    ),
-    update=extend_schema(
-        summary="Update message (only the fields sent; it cannot move to another conversation)",
-        description="A new `usage` moves the conversation's `totalTokens` by the difference.",
-        tags=MESSAGE_TAGS,
-        examples=[OpenApiExample("Hide", value={"isActive": False}, request_only=True)],
-    ),
-    partial_update=extend_schema(summary="Update message (same as PUT)", tags=MESSAGE_TAGS),
-    destroy=extend_schema(
-        summary="Delete message (soft)",
-        description="Subtracts the message from its conversation's `totalMessages` and `totalTokens`.",
-        tags=MESSAGE_TAGS,
-    ),
+@entity_schema_view(
+    singular="message",
+    example=MESSAGE_EXAMPLE,
+    create_example=("Assistant reply", MESSAGE_EXAMPLE_REQUEST),
+    update_example=("Hide", {"isActive": False}),
+    overrides={
+        "list": {"description": "A conversation's history: `filter[conversationId]=...&sort=createdAt`."},
+        "create": {
+            "summary": "Add message to a conversation",
+            "description": "Adds 1 to the conversation's `totalMessages` and `usage.totalTokens` to its `totalTokens`. "
+            "`messageId` is optional: the server uses the new `_id` when it is not sent; a client-chosen one "
+            "makes retries safe (a repeat is a 409).",
+            "examples": [OpenApiExample("Tool call", value=MESSAGE_TOOL_CALL_REQUEST, request_only=True)],
+        },
+        "update": {
+            "summary": "Update message (only the fields sent; it cannot move to another conversation)",
+            "description": "A new `usage` moves the conversation's `totalTokens` by the difference.",
+        },
+        "destroy": {"description": "Subtracts the message from its conversation's `totalMessages` and `totalTokens`."},
+    },
 )
 class MessageViewSet(EntityViewSet):
     model = Message

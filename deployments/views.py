@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
-
+from aiwm_project.api.schema import entity_schema_view
 from aiwm_project.api.viewsets import EntityViewSet
 from deployments.models import Deployment
 from deployments.serializers import DeploymentSerializer
@@ -71,43 +70,22 @@ DEPLOYMENT_EXAMPLE = {
     "createdAt": "2025-11-16T12:00:00.000Z",
     "updatedAt": "2025-11-16T12:00:00.000Z",
 }
-TAGS = ["Deployments"]
 
 
-@extend_schema_view(
-    list=extend_schema(
-        summary="Get all deployments",
-        description="Each deployment carries its `model` and `node` populated (null when the record is gone).",
-        tags=TAGS,
-    ),
-    create=extend_schema(
-        summary="Create deployment",
-        description="`modelId` and `nodeId` must name a model and a node of your organization. "
-        "`events` is written by the server only.",
-        tags=TAGS,
-        examples=[
-            OpenApiExample("Create deployment", value=DEPLOYMENT_EXAMPLE_REQUEST, request_only=True),
-            OpenApiExample("Created", value=DEPLOYMENT_EXAMPLE, response_only=True, status_codes=["201"]),
-        ],
-    ),
-    retrieve=extend_schema(
-        summary="Get deployment by _id or deploymentId",
-        tags=TAGS,
-        examples=[OpenApiExample("Deployment", value=DEPLOYMENT_EXAMPLE, response_only=True)],
-    ),
-    update=extend_schema(
-        summary="Update deployment (only the fields sent)",
-        tags=TAGS,
-        examples=[
-            OpenApiExample(
-                "Scale up",
-                value={"status": "running", "replicas": 3, "totalInferences": 5000},
-                request_only=True,
-            )
-        ],
-    ),
-    partial_update=extend_schema(summary="Update deployment (same as PUT)", tags=TAGS),
-    destroy=extend_schema(summary="Delete deployment (soft)", tags=TAGS),
+@entity_schema_view(
+    singular="deployment",
+    example=DEPLOYMENT_EXAMPLE,
+    create_example=DEPLOYMENT_EXAMPLE_REQUEST,
+    update_example=("Scale up", {"status": "running", "replicas": 3, "totalInferences": 5000}),
+    overrides={
+        "list": {
+            "description": "Each deployment carries its `model` and `node` populated (null when the record is gone)."
+        },
+        "create": {
+            "description": "`modelId` and `nodeId` must name a model and a node of your organization. "
+            "`events` is written by the server only."
+        },
+    },
 )
 class DeploymentViewSet(EntityViewSet):
     model = Deployment

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view, inline_serializer
+from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from aiwm_project.api.schema import entity_schema_view
 from aiwm_project.api.viewsets import EntityViewSet
 from executions.choices import ExecutionCategory, ExecutionStatus
 from executions.models import Execution
@@ -114,34 +115,21 @@ ExecutionStatistics = inline_serializer(
 )
 
 
-@extend_schema_view(
-    list=extend_schema(summary="Get all executions", tags=["Executions"]),
-    create=extend_schema(
-        summary="Create execution (pending; steps validated as a dependency graph)",
-        tags=["Executions"],
-        examples=[
-            OpenApiExample("Deploy a model", value=EXECUTION_EXAMPLE_REQUEST, request_only=True),
-            OpenApiExample("Created", value=EXECUTION_EXAMPLE, response_only=True, status_codes=["201"]),
-        ],
+@entity_schema_view(
+    singular="execution",
+    example=EXECUTION_EXAMPLE,
+    create_example=("Deploy a model", EXECUTION_EXAMPLE_REQUEST),
+    update_example=(
+        "Rename and extend timeout",
+        {"name": "Deploy Llama 2 Model (prod)", "timeoutSeconds": 7200, "maxRetries": 5},
     ),
-    retrieve=extend_schema(
-        summary="Get execution by _id or executionId",
-        tags=["Executions"],
-        examples=[OpenApiExample("Execution", value=EXECUTION_EXAMPLE, response_only=True)],
-    ),
-    update=extend_schema(
-        summary="Update execution (name/description any time; timeoutSeconds, maxRetries, steps while pending)",
-        tags=["Executions"],
-        examples=[
-            OpenApiExample(
-                "Rename and extend timeout",
-                value={"name": "Deploy Llama 2 Model (prod)", "timeoutSeconds": 7200, "maxRetries": 5},
-                request_only=True,
-            )
-        ],
-    ),
-    partial_update=extend_schema(summary="Update execution (same as PUT)", tags=["Executions"]),
-    destroy=extend_schema(summary="Delete execution (soft; not while running)", tags=["Executions"]),
+    overrides={
+        "create": {"summary": "Create execution (pending; steps validated as a dependency graph)"},
+        "update": {
+            "summary": "Update execution (name/description any time; timeoutSeconds, maxRetries, steps while pending)"
+        },
+        "destroy": {"summary": "Delete execution (soft; not while running)"},
+    },
 )
 class ExecutionViewSet(EntityViewSet):
     model = Execution

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
-
+from aiwm_project.api.schema import entity_schema_view
 from aiwm_project.api.viewsets import EntityViewSet
 from models_registry.models import AIModel
 from models_registry.serializers import AIModelSerializer
@@ -41,35 +40,13 @@ MODEL_EXAMPLE = {
 MODEL_UPDATE_EXAMPLE = {"status": "downloading", "downloadProgress": 45, "isDownloaded": False}
 
 
-@extend_schema_view(
-    list=extend_schema(summary="Get all models", tags=["Models"]),
-    create=extend_schema(
-        summary="Register model",
-        tags=["Models"],
-        examples=[
-            OpenApiExample("Register model", value=MODEL_EXAMPLE_REQUEST, request_only=True),
-            OpenApiExample("Registered", value=MODEL_EXAMPLE, response_only=True, status_codes=["201"]),
-        ],
-    ),
-    retrieve=extend_schema(
-        summary="Get model by _id or modelId",
-        tags=["Models"],
-        examples=[OpenApiExample("Model", value=MODEL_EXAMPLE, response_only=True)],
-    ),
-    update=extend_schema(
-        summary="Update model (only the fields sent)",
-        tags=["Models"],
-        examples=[
-            OpenApiExample("Download progress", value=MODEL_UPDATE_EXAMPLE, request_only=True),
-            OpenApiExample(
-                "Updated",
-                value={**MODEL_EXAMPLE, **MODEL_UPDATE_EXAMPLE, "updatedAt": "2025-11-16T11:05:00.000Z"},
-                response_only=True,
-            ),
-        ],
-    ),
-    partial_update=extend_schema(summary="Update model (same as PUT)", tags=["Models"]),
-    destroy=extend_schema(summary="Delete model (soft)", tags=["Models"]),
+@entity_schema_view(
+    singular="model",
+    create_verb="Register",
+    example=MODEL_EXAMPLE,
+    create_example=MODEL_EXAMPLE_REQUEST,
+    update_example=("Download progress", MODEL_UPDATE_EXAMPLE),
+    updated_example={**MODEL_EXAMPLE, **MODEL_UPDATE_EXAMPLE, "updatedAt": "2025-11-16T11:05:00.000Z"},
 )
 class AIModelViewSet(EntityViewSet):
     model = AIModel

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
-
+from aiwm_project.api.schema import entity_schema_view
 from aiwm_project.api.viewsets import EntityViewSet
 from nodes.models import Node
 from nodes.serializers import NodeSerializer
@@ -42,34 +41,12 @@ NODE_EXAMPLE = {
 }
 
 
-@extend_schema_view(
-    list=extend_schema(summary="Get all nodes", tags=["Nodes"]),
-    create=extend_schema(
-        summary="Register node",
-        tags=["Nodes"],
-        examples=[
-            OpenApiExample("Register node", value=NODE_EXAMPLE_REQUEST, request_only=True),
-            OpenApiExample("Registered", value=NODE_EXAMPLE, response_only=True, status_codes=["201"]),
-        ],
-    ),
-    retrieve=extend_schema(
-        summary="Get node by _id or nodeId",
-        tags=["Nodes"],
-        examples=[OpenApiExample("Node", value=NODE_EXAMPLE, response_only=True)],
-    ),
-    update=extend_schema(
-        summary="Update node (only the fields sent)",
-        tags=["Nodes"],
-        examples=[
-            OpenApiExample(
-                "Maintenance",
-                value={"name": "GPU Server 1 - Updated", "status": "maintenance", "ramFree": 30000},
-                request_only=True,
-            )
-        ],
-    ),
-    partial_update=extend_schema(summary="Update node (same as PUT)", tags=["Nodes"]),
-    destroy=extend_schema(summary="Delete node (soft)", tags=["Nodes"]),
+@entity_schema_view(
+    singular="node",
+    create_verb="Register",
+    example=NODE_EXAMPLE,
+    create_example=NODE_EXAMPLE_REQUEST,
+    update_example=("Maintenance", {"name": "GPU Server 1 - Updated", "status": "maintenance", "ramFree": 30000}),
 )
 class NodeViewSet(EntityViewSet):
     model = Node
