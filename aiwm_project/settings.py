@@ -137,6 +137,17 @@ AIWM_CONTROLLER_ID = env.str("AIWM_CONTROLLER_ID", default="controller-main")
 AIWM_HEARTBEAT_INTERVAL_MS = env.int("AIWM_HEARTBEAT_INTERVAL_MS", default=30000)
 AIWM_METRICS_INTERVAL_MS = env.int("AIWM_METRICS_INTERVAL_MS", default=60000)
 AIWM_METRICS_RETENTION_DAYS = env.int("AIWM_METRICS_RETENTION_DAYS", default=7)
+# Node gateway: node tokens are signed by AIWM itself (not the IAM), with their own secret.
+AIWM_NODE_TOKEN_SECRET = env.str("AIWM_NODE_TOKEN_SECRET", default="") or _persistent_secret("node-token-secret")
+AIWM_NODE_TOKEN_TTL_DAYS = env.int("AIWM_NODE_TOKEN_TTL_DAYS", default=365)
+AIWM_NODE_MAX_MESSAGE_BYTES = env.int("AIWM_NODE_MAX_MESSAGE_BYTES", default=1024 * 1024)
+# Per connection: sustained messages per second and burst; past them a message gets an error frame.
+AIWM_NODE_RATE_PER_SECOND = env.float("AIWM_NODE_RATE_PER_SECOND", default=20.0)
+AIWM_NODE_RATE_BURST = env.int("AIWM_NODE_RATE_BURST", default=100)
+# Errors one connection may cause (bad frames, floods) before it is closed.
+AIWM_NODE_MAX_ERRORS = env.int("AIWM_NODE_MAX_ERRORS", default=50)
+AIWM_NODE_OFFLINE_AFTER_HEARTBEATS = 3
+AIWM_SWEEP_INTERVAL_SECONDS = env.float("AIWM_SWEEP_INTERVAL_SECONDS", default=10.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["aiwm_project.auth.IAMJWTAuthentication"],
@@ -193,3 +204,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }
+
+# The embedded default runs the periodic sweep in the web process (Celery beat does with Redis).
+AIWM_IN_PROCESS_SWEEP = env.bool("AIWM_IN_PROCESS_SWEEP", default=True)

@@ -32,3 +32,10 @@ class EventSeverity(models.TextChoices):
     INFO = "info"
     WARNING = "warning"
     ERROR = "error"
+
+
+class LogLevel(models.TextChoices):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
 
 from aiwm_project.models import OwnedModel, tenant_constraints, tenant_indexes
-from deployments.choices import DeploymentEnvironment, DeploymentStatus, DeploymentType, HardwareProfile
+from deployments.choices import DeploymentEnvironment, DeploymentStatus, DeploymentType, HardwareProfile, LogLevel
 
 # More replicas than this on one node is a typo, not a plan; the node could not schedule them.
 MAX_REPLICAS = 64
@@ -41,6 +42,9 @@ class Deployment(OwnedModel):
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)]
     )
     endpoint = models.CharField(max_length=2048, blank=True, default="")
+    # Reported by the node (deployment.status): the runtime's container id and last health verdict.
+    container_id = models.CharField(max_length=128, blank=True, default="")
+    health_status = models.CharField(max_length=32, blank=True, default="")
 
     total_inferences = models.BigIntegerField(default=0, validators=[MinValueValidator(0)])
     average_latency = models.FloatField(default=0, validators=[MinValueValidator(0)])
@@ -53,3 +57,24 @@ class Deployment(OwnedModel):
     class Meta:
         constraints = tenant_constraints("deploy", "deployment_id")
         indexes = tenant_indexes("deploy", "status", "model_id", "node_id")
+
+
+class DeploymentLog(models.Model):
+    """One log line a node reported for a deployment (`deployment.logs`)."""
+
+    owner_org_id = models.CharField(max_length=64)
+    deployment_id = models.CharField(max_length=128)
+    node_id = models.CharField(max_length=128)
+    timestamp = models.DateTimeField()
+    level = models.CharField(max_length=16, choices=LogLevel.choices, default=LogLevel.INFO)
+    message = models.TextField()
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["owner_org_id", "deployment_id", "timestamp"], name="deplog_time"),
+            models.Index(fields=["received_at"], name="deplog_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id} {self.level}: {self.message[:60]}"

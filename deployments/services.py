@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import transaction
 from django.utils import timezone
 
 from aiwm_project.api.errors import format_datetime
-from aiwm_project.exceptions import NotFoundError
-from deployments.choices import EventSeverity
-from deployments.models import MAX_EVENTS, Deployment
+from aiwm_project.exceptions import NotFoundError, ValidationFailed
+from deployments.choices import DeploymentStatus, EventSeverity, LogLevel
+from deployments.models import MAX_EVENTS, Deployment, DeploymentLog
+from nodes.services import reported_time
 
 
 def deployment_record_event(
@@ -37,3 +40,88 @@ def deployment_record_event(
         Deployment.objects.filter(pk=deployment.pk).update(events=events, updated_at=now)
     deployment.events, deployment.updated_at = events, now
     return deployment
+
+
+# --- what the node reports (deployment.status, deployment.logs) ---
+
+NODE_STATUS = {
+    "running": DeploymentStatus.RUNNING,
+    "stopped": DeploymentStatus.STOPPED,
+    "failed": DeploymentStatus.FAILED,
+    "pending": DeploymentStatus.PENDING,
+    "starting": DeploymentStatus.PENDING,
+}
+MAX_LOG_LINES_PER_MESSAGE = 1000
+
+
+def _node_deployment(*, org_id: str, node_id: str, deployment_id: str) -> Deployment:
+    """The deployment, if it runs on this node: a node can only report on its own deployments."""
+    deployment = Deployment.objects.for_org(org_id).filter(deployment_id=deployment_id, node_id=node_id).first()
+    if deployment is None:
+        raise NotFoundError(f"deployment {deployment_id[:128]!r} is not on this node")
+    return deployment
+
+
+def deployment_apply_node_status(*, org_id: str, node_id: str, deployment_id: str, data: dict[str, Any]) -> Deployment:
+    """`deployment.status`: status, containerId, endpoint, health and isRunning from the node, plus
+    an entry in the deployment's events when something changed. Locks the deployment row."""
+    status = NODE_STATUS.get(data.get("status"))  # type: ignore[arg-type]
+    if status is None:
+        raise ValidationFailed([f"data.status: must be one of: {', '.join(NODE_STATUS)}"])
+    deployment = _node_deployment(org_id=org_id, node_id=node_id, deployment_id=deployment_id)
+    now = timezone.now()
+    changes: dict[str, Any] = {"status": status, "is_running": status == DeploymentStatus.RUNNING}
+    for key, field, limit in (
+        ("containerId", "container_id", 128),
+        ("endpoint", "endpoint", 2048),
+        ("healthStatus", "health_status", 32),
+    ):
+        if isinstance(data.get(key), str):
+            changes[field] = data[key][:limit]
+    if "health_status" in changes:
+        changes["last_health_check"] = now
+    with transaction.atomic():
+        current = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        changed = {k: v for k, v in changes.items() if getattr(current, k) != v}
+        if not changed:
+            return current
+        Deployment.objects.filter(pk=deployment.pk).update(**changed, updated_at=now)
+        described = ", ".join(f"{k}={v}" for k, v in changed.items() if k in ("status", "endpoint", "health_status"))
+        severity = EventSeverity.ERROR if status == DeploymentStatus.FAILED else EventSeverity.INFO
+        deployment_record_event(
+            deployment=current,
+            event=f"node.{status}",
+            message=f"node {node_id} reported {described}",
+            severity=severity,
+        )
+    for key, value in changed.items():
+        setattr(current, key, value)
+    return current
+
+
+def deployment_append_logs(*, org_id: str, node_id: str, deployment_id: str, logs: Any) -> int:
+    """`deployment.logs`: store each well-formed line (timestamp, level, message); returns how many."""
+    if not isinstance(logs, list):
+        raise ValidationFailed(["data.logs: must be a list"])
+    if len(logs) > MAX_LOG_LINES_PER_MESSAGE:
+        raise ValidationFailed([f"data.logs: at most {MAX_LOG_LINES_PER_MESSAGE} lines per message"])
+    deployment = _node_deployment(org_id=org_id, node_id=node_id, deployment_id=deployment_id)
+    now = timezone.now()
+    rows = []
+    for line in logs:
+        if not isinstance(line, dict) or not isinstance(line.get("message"), str):
+            continue
+        level = str(line["level"]) if line.get("level") in LogLevel.values else LogLevel.INFO
+        rows.append(
+            DeploymentLog(
+                owner_org_id=org_id,
+                deployment_id=deployment.deployment_id,
+                node_id=node_id,
+                timestamp=reported_time(line.get("timestamp"), now),
+                level=level,
+                message=line["message"][:10_000],
+                received_at=now,
+            )
+        )
+    DeploymentLog.objects.bulk_create(rows)
+    return len(rows)

@@ -14,3 +14,24 @@ class NodeRole(models.TextChoices):
     WORKER = "worker"
     PROXY = "proxy"
     STORAGE = "storage"
+
+
+class CommandType(models.TextChoices):
+    """Server -> node commands (the contract's "Server Events")."""
+
+    MODEL_DOWNLOAD = "model.download"
+    DEPLOYMENT_START = "deployment.start"
+    DEPLOYMENT_STOP = "deployment.stop"
+    COMMAND_CANCEL = "command.cancel"
+
+
+class CommandStatus(models.TextChoices):
+    QUEUED = "queued"  # stored; the node was not connected (or not yet told)
+    SENT = "sent"  # handed to the transport; no command.ack yet
+    ACKNOWLEDGED = "acknowledged"  # the node said it received it
+    SUCCEEDED = "succeeded"  # command.result success
+    FAILED = "failed"  # command.result error
+    EXPIRED = "expired"  # never answered in time (the engine's sweep decides)
+
+
+OPEN_COMMAND_STATUSES = (CommandStatus.QUEUED, CommandStatus.SENT, CommandStatus.ACKNOWLEDGED)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 
+from aiwm_project.ids import new_object_id
 from aiwm_project.models import OwnedModel, tenant_constraints, tenant_indexes
-from nodes.choices import NodeStatus
+from nodes.choices import CommandStatus, NodeStatus
 
 
 class Node(OwnedModel):
@@ -25,6 +27,110 @@ class Node(OwnedModel):
     ram_free = models.BigIntegerField(default=0)
     gpu_devices = models.JSONField(default=list, blank=True)
 
+    # Reported by the daemon on node.register (the contract's registration payload).
+    hostname = models.CharField(max_length=255, blank=True, default="")
+    ip_address = models.CharField(max_length=64, blank=True, default="")
+    public_ip_address = models.CharField(max_length=64, blank=True, default="")
+    os = models.CharField(max_length=255, blank=True, default="")
+    cpu_model = models.CharField(max_length=255, blank=True, default="")
+    disk_total = models.BigIntegerField(default=0)
+    daemon_version = models.CharField(max_length=64, blank=True, default="")
+    uptime_seconds = models.BigIntegerField(default=0)
+    container_runtime = models.CharField(max_length=64, blank=True, default="")
+    registered_at = models.DateTimeField(null=True, blank=True)
+    # Latest heartbeat figures (the full series is in NodeMetric).
+    cpu_usage = models.FloatField(default=0)
+    active_deployments = models.PositiveIntegerField(default=0)
+
+    # The `jti` of the one valid node token; issuing a new token revokes the old one.
+    token_id = models.CharField(max_length=64, blank=True, default="")
+    # The connection that speaks for the node now; a stale connection's disconnect is ignored.
+    connection_id = models.CharField(max_length=64, blank=True, default="")
+
     class Meta:
         constraints = tenant_constraints("node", "node_id")
-        indexes = tenant_indexes("node", "status")
+        indexes = [
+            *tenant_indexes("node", "status"),
+            # The offline sweep: online nodes ordered by their last heartbeat, across organizations.
+            models.Index(
+                fields=["last_heartbeat"],
+                condition=models.Q(is_deleted=False, status=NodeStatus.ONLINE),
+                name="node_online_heartbeat",
+            ),
+        ]
+
+
+class NodeCommand(models.Model):
+    """The durable outbox of server -> node commands: stored first, then delivered.
+
+    Transports (Socket.IO, Channels) only deliver; this row is the truth about a command.
+    """
+
+    id = models.CharField(primary_key=True, max_length=24, default=new_object_id, editable=False, db_column="_id")
+    owner_org_id = models.CharField(max_length=64)
+    node_id = models.CharField(max_length=128)
+    message_id = models.CharField(max_length=64, unique=True)
+    type = models.CharField(max_length=32)
+    resource = models.JSONField(default=dict, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=CommandStatus.choices, default=CommandStatus.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    result = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    progress = models.FloatField(default=0)
+    created_by = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["owner_org_id", "node_id", "created_at"], name="cmd_node_created"),
+            models.Index(
+                fields=["owner_org_id", "node_id", "created_at"],
+                condition=models.Q(status__in=["queued", "sent", "acknowledged"]),
+                name="cmd_node_open",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} -> {self.node_id} ({self.status})"
+
+
+class NodeMetric(models.Model):
+    """One `telemetry.metrics` report: a time series point, kept for AIWM_METRICS_RETENTION_DAYS."""
+
+    owner_org_id = models.CharField(max_length=64)
+    node_id = models.CharField(max_length=128)
+    timestamp = models.DateTimeField()
+    received_at = models.DateTimeField(default=timezone.now)
+    data = models.JSONField(default=dict)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["owner_org_id", "node_id", "timestamp"], name="metric_node_time"),
+            models.Index(fields=["received_at"], name="metric_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"metrics {self.node_id} @ {self.timestamp:%Y-%m-%d %H:%M:%S}"
+
+
+class InboundMessage(models.Model):
+    """Every node -> server messageId seen, so each is applied at most once (the unique key)."""
+
+    owner_org_id = models.CharField(max_length=64)
+    node_id = models.CharField(max_length=128)
+    message_id = models.CharField(max_length=128)
+    type = models.CharField(max_length=64)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner_org_id", "node_id", "message_id"], name="inbound_once")]
+        indexes = [models.Index(fields=["received_at"], name="inbound_received")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.message_id} from {self.node_id}"

@@ -80,3 +80,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             # Under CI the test runs regardless, so a missing Redis fails it instead of hiding it.
             if redis_problem and not IN_CI:
                 item.add_marker(pytest.mark.skip(reason=redis_problem))
+
+
+# The live gateway fixture (a real ASGI server) for node-protocol tests.
+from tests.gateway import gateway  # noqa: E402, F401

@@ -1,0 +1,69 @@
+"""Hand a message to whichever web process holds a node's socket (Socket.IO and plain WebSocket).
+
+With REDIS_URL: published through Redis (the Socket.IO Redis manager's channel and the
+channels-redis layer), so a web process, a Celery worker or a shell reaches a node connected
+anywhere. Without it (the embedded default, one process): handed to this process's event loop.
+Delivery is at-most-once; the outbox (NodeCommand) is what makes commands durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+logger = logging.getLogger("aiwm.nodes.delivery")
+NAMESPACE = "/ws/node"
+# Set by the Socket.IO server when it starts serving in this process (embedded default).
+_local: dict[str, Any] = {"sio": None, "loop": None}
+
+
+def group_for(org_id: str, node_id: str) -> str:
+    """One name for the node's Socket.IO room and Channels group (ASCII, < 100 chars as Channels needs)."""
+    return "node." + hashlib.sha256(f"{org_id}\x00{node_id}".encode()).hexdigest()[:40]
+
+
+def register_local_server(sio: Any, loop: asyncio.AbstractEventLoop) -> None:
+    _local["sio"], _local["loop"] = sio, loop
+
+
+@functools.lru_cache(maxsize=1)
+def _redis_emitter(url: str) -> Any:
+    import socketio
+
+    return socketio.RedisManager(url, write_only=True)
+
+
+def deliver_to_node(org_id: str, node_id: str, event: str, payload: dict[str, Any]) -> None:
+    """Send `event` to the node's sockets, in any process. Call from sync code (a service, a task)."""
+    group = group_for(org_id, node_id)
+    if settings.REDIS_URL:
+        _redis_emitter(settings.REDIS_URL).emit(event, payload, namespace=NAMESPACE, room=group)
+        async_to_sync(get_channel_layer().group_send)(group, {"type": "node.deliver", "payload": payload})
+        return
+    loop = _local["loop"]
+    if loop is None or loop.is_closed():
+        return  # no server in this process, so no node can be connected to it
+    coroutine = _deliver_here(group, event, payload)
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        loop.create_task(coroutine)
+    else:
+        asyncio.run_coroutine_threadsafe(coroutine, loop)
+
+
+async def _deliver_here(group: str, event: str, payload: dict[str, Any]) -> None:
+    try:
+        await _local["sio"].emit(event, payload, room=group, namespace=NAMESPACE)
+        await get_channel_layer().group_send(group, {"type": "node.deliver", "payload": payload})
+    except Exception:  # a delivery failure must not take the caller down: the outbox re-sends
+        logger.exception("delivery to %s failed", group)

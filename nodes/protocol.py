@@ -1,0 +1,270 @@
+"""The node protocol, transport-neutral: what each node -> server message does, once.
+
+Socket.IO and the plain-WebSocket consumer are thin adapters: they authenticate, then hand
+every message to `handle_message` and send back what it returns. Nothing a node sends can
+change another node's state or crash the server: every frame is validated, sized, rate
+limited and deduplicated here, and a bad one gets an `error` reply and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+
+from aiwm_project.api.errors import iso_now
+from aiwm_project.exceptions import ServiceError
+from nodes import commands, services
+from nodes.identity import NodeIdentity
+from nodes.models import InboundMessage
+
+logger = logging.getLogger("aiwm.nodes.protocol")
+MAX_MESSAGE_ID = 128
+MAX_TYPE = 64
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass
+class Connection:
+    """One daemon connection: who it speaks for, and its flood/abuse budget."""
+
+    identity: NodeIdentity
+    connection_id: str
+    tokens: float = 0.0
+    last_refill: float = field(default_factory=time.monotonic)
+    errors: int = 0
+
+    def __post_init__(self) -> None:
+        self.tokens = float(settings.AIWM_NODE_RATE_BURST)
+
+    def take_token(self) -> bool:
+        now = time.monotonic()
+        rate, burst = settings.AIWM_NODE_RATE_PER_SECOND, settings.AIWM_NODE_RATE_BURST
+        self.tokens = min(burst, self.tokens + (now - self.last_refill) * rate)
+        self.last_refill = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+def envelope(type: str, data: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {"type": type, "messageId": str(uuid.uuid4()), "timestamp": iso_now()}
+    message.update(extra)
+    if data is not None:
+        message["data"] = data
+    return message
+
+
+def connection_ack(conn: Connection) -> dict[str, Any]:
+    return envelope(
+        "connection.ack",
+        status="success",
+        nodeId=conn.identity.node_id,
+        controllerId=settings.AIWM_CONTROLLER_ID,
+        serverVersion=settings.AIWM_SERVER_VERSION,
+    )
+
+
+def error_reply(code: str, message: str, original: Any = None) -> dict[str, Any]:
+    data: dict[str, Any] = {"code": code, "message": message}
+    if isinstance(original, str):
+        data["originalMessageId"] = original[:MAX_MESSAGE_ID]
+    return envelope("error", data)
+
+
+Reply = tuple[str, dict[str, Any]]
+
+
+# --- handlers: run in a worker thread (they use the ORM); each returns its replies ---
+
+
+def _own_deployment_id(conn: Connection, data: dict[str, Any]) -> str:
+    deployment_id = data.get("deploymentId")
+    if not isinstance(deployment_id, str) or not deployment_id:
+        raise ProtocolError("INVALID_PAYLOAD", "data.deploymentId is required")
+    return deployment_id
+
+
+def on_register(conn: Connection, message: dict[str, Any]) -> list[Reply]:
+    node = services.node_register(node_pk=conn.identity.node_pk, connection_id=conn.connection_id, data=message["data"])
+    pending = commands.commands_pending_for(org_id=conn.identity.org_id, node_id=conn.identity.node_id)
+    ack = {
+        "status": "success",
+        "nodeId": node.node_id,
+        "registeredAt": iso_now(),
+        "controllerInfo": {
+            "controllerId": settings.AIWM_CONTROLLER_ID,
+            "heartbeatInterval": settings.AIWM_HEARTBEAT_INTERVAL_MS,
+            "metricsInterval": settings.AIWM_METRICS_INTERVAL_MS,
+            "timezone": settings.TIME_ZONE,
+        },
+        "pendingCommands": pending,
+    }
+    return [("register.ack", envelope("register.ack", ack))]
+
+
+def on_heartbeat(conn: Connection, message: dict[str, Any]) -> list[Reply]:
+    services.node_heartbeat(node_pk=conn.identity.node_pk, data=message["data"])
+    return []
+
+
+def on_metrics(conn: Connection, message: dict[str, Any]) -> list[Reply]:
+    services.node_record_metrics(
+        org_id=conn.identity.org_id,
+        node_id=conn.identity.node_id,
+        data=message["data"],
+        timestamp=message.get("timestamp"),
+    )
+    return []
+
+
+def on_command_ack(conn: Connection, message: dict[str, Any]) -> list[Reply]:
+    commands.command_acknowledged(
+        org_id=conn.identity.org_id,
+        node_id=conn.identity.node_id,
+        original_message_id=message["data"].get("originalMessageId"),
+    )
+    return []
+
+
+def on_command_result(conn: Connection, message: dict[str, Any]) -> list[Reply]:
+    commands.command_result_received(
+        org_id=conn.identity.org_id,
+        node_id=conn.identity.node_id,
+        original_message_id=message["data"].get("originalMessageId"),
+        data=message["data"],
+    )
+    return []
+
+
+def on_deployment_status(conn: Connection, message: dict[str, Any]) -> list[Reply]:
+    from deployments.services import deployment_apply_node_status
+
+    data = message["data"]
+    deployment_apply_node_status(
+        org_id=conn.identity.org_id,
+        node_id=conn.identity.node_id,
+        deployment_id=_own_deployment_id(conn, data),
+        data=data,
+    )
+    return []
+
+
+def on_deployment_logs(conn: Connection, message: dict[str, Any]) -> list[Reply]:
+    from deployments.services import deployment_append_logs
+
+    data = message["data"]
+    deployment_append_logs(
+        org_id=conn.identity.org_id,
+        node_id=conn.identity.node_id,
+        deployment_id=_own_deployment_id(conn, data),
+        logs=data.get("logs"),
+    )
+    return []
+
+
+HANDLERS: dict[str, Callable[[Connection, dict[str, Any]], list[Reply]]] = {
+    "node.register": on_register,
+    "telemetry.heartbeat": on_heartbeat,
+    "telemetry.metrics": on_metrics,
+    "command.ack": on_command_ack,
+    "command.result": on_command_result,
+    "deployment.status": on_deployment_status,
+    "deployment.logs": on_deployment_logs,
+}
+# Applying these twice is harmless (the last state wins), so they skip the at-most-once ledger.
+IDEMPOTENT = {"telemetry.heartbeat"}
+
+
+def validate_envelope(event: str, message: Any) -> dict[str, Any]:
+    if not isinstance(message, dict):
+        raise ProtocolError("INVALID_ENVELOPE", "a message must be a JSON object {type, messageId, timestamp, data}")
+    type_ = message.get("type", event)
+    if not isinstance(type_, str) or not type_ or len(type_) > MAX_TYPE:
+        raise ProtocolError("INVALID_ENVELOPE", "type must be a non-empty string")
+    if event and type_ != event:
+        raise ProtocolError("INVALID_ENVELOPE", f"type {type_[:MAX_TYPE]!r} does not match the event {event!r}")
+    if type_ not in HANDLERS:
+        raise ProtocolError("UNKNOWN_TYPE", f"unknown message type {type_!r}")
+    message_id = message.get("messageId")
+    if not isinstance(message_id, str) or not message_id or len(message_id) > MAX_MESSAGE_ID:
+        raise ProtocolError("INVALID_ENVELOPE", f"messageId must be a string of 1-{MAX_MESSAGE_ID} characters")
+    data = message.get("data", {})
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ProtocolError("INVALID_ENVELOPE", "data must be an object")
+    metadata = message.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ProtocolError("INVALID_ENVELOPE", "metadata must be an object")
+    return {**message, "type": type_, "data": data}
+
+
+def apply_message(conn: Connection, message: dict[str, Any]) -> list[Reply]:
+    """Apply one validated message at most once (sync; uses the ORM)."""
+    handler = HANDLERS[message["type"]]
+    try:
+        if message["type"] in IDEMPOTENT:
+            return handler(conn, message)
+        with transaction.atomic():
+            # The ledger row and the effect commit together: a duplicate messageId finds the
+            # row and is skipped; a failed effect rolls the row back so a retry is applied.
+            try:
+                with transaction.atomic():
+                    InboundMessage.objects.create(
+                        owner_org_id=conn.identity.org_id,
+                        node_id=conn.identity.node_id,
+                        message_id=message["messageId"],
+                        type=message["type"],
+                    )
+            except IntegrityError:
+                logger.info("duplicate %s %s from %s ignored", message["type"], message["messageId"], conn.identity)
+                return []
+            return handler(conn, message)
+    except ProtocolError:
+        raise
+    except ServiceError as exc:
+        raise ProtocolError("REJECTED", " ".join([exc.message, *exc.errors])) from exc
+
+
+def _run_sync(func: Callable[..., Any], *args: Any) -> Any:
+    # SQLite allows one writer: keep ORM work on one thread there; PostgreSQL takes it in parallel.
+    return sync_to_async(func, thread_sensitive=connection.vendor == "sqlite")(*args)
+
+
+async def handle_message(
+    conn: Connection, event: str, message: Any, raw_size: int | None = None
+) -> tuple[list[Reply], bool]:
+    """Validate, rate-limit and apply one message. Returns (replies, close_connection)."""
+    original = message.get("messageId") if isinstance(message, dict) else None
+    try:
+        if not conn.take_token():
+            raise ProtocolError("RATE_LIMITED", "too many messages; slow down")
+        size = raw_size if raw_size is not None else len(json.dumps(message, default=str))
+        if size > settings.AIWM_NODE_MAX_MESSAGE_BYTES:
+            raise ProtocolError("PAYLOAD_TOO_LARGE", f"message over {settings.AIWM_NODE_MAX_MESSAGE_BYTES} bytes")
+        validated = validate_envelope(event, message)
+        return await _run_sync(apply_message, conn, validated), False
+    except ProtocolError as exc:
+        conn.errors += 1
+        logger.warning("node %s: %s %s", conn.identity.node_id, exc.code, exc.message)
+        close = conn.errors >= settings.AIWM_NODE_MAX_ERRORS
+        return [("error", error_reply(exc.code, exc.message, original))], close
+    except Exception:  # never let one message take the connection's task (or the server) down
+        conn.errors += 1
+        logger.exception("node %s: message %r failed", conn.identity.node_id, original)
+        return [("error", error_reply("INTERNAL_ERROR", "the message could not be applied", original))], False

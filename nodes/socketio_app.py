@@ -1,0 +1,80 @@
+"""Socket.IO transport for node daemons: namespace /ws/node at path /socket.io/ (polling + websocket).
+
+A thin adapter: authenticate the handshake, then hand every event to nodes.protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import socketio
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from nodes import delivery, protocol, services
+from nodes.identity import ConnectionRefused, authenticate_connection
+
+logger = logging.getLogger("aiwm.nodes.socketio")
+
+
+def _client_manager() -> socketio.AsyncManager | None:
+    if settings.REDIS_URL:
+        # Lets a command published by another web process or a Celery worker reach this process's sockets.
+        return socketio.AsyncRedisManager(settings.REDIS_URL)
+    return None
+
+
+class NodeNamespace(socketio.AsyncNamespace):
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        delivery.register_local_server(self.server, asyncio.get_running_loop())
+        auth = auth if isinstance(auth, dict) else {}
+        try:
+            identity = await sync_to_async(authenticate_connection)(auth.get("token"), auth.get("nodeId"))
+        except ConnectionRefused as exc:
+            raise socketio.exceptions.ConnectionRefusedError({"code": "UNAUTHORIZED", "message": str(exc)}) from exc
+        conn = protocol.Connection(identity=identity, connection_id=sid)
+        await self.save_session(sid, {"conn": conn})
+        await self.enter_room(sid, delivery.group_for(identity.org_id, identity.node_id))
+        await sync_to_async(services.node_connected)(node_pk=identity.node_pk, connection_id=sid)
+        # Sent once the handshake has completed (emits inside the connect handler would race it).
+        asyncio.get_running_loop().call_soon(
+            lambda: asyncio.ensure_future(self.emit("connection.ack", protocol.connection_ack(conn), to=sid))
+        )
+
+    async def on_disconnect(self, sid: str, *args: Any) -> None:
+        session = await self.get_session(sid)
+        conn: protocol.Connection | None = session.get("conn") if session else None
+        if conn is not None:
+            await sync_to_async(services.node_disconnected)(node_pk=conn.identity.node_pk, connection_id=sid)
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        if event in ("connect", "disconnect"):
+            return await super().trigger_event(event, *args)
+        sid = args[0]
+        session = await self.get_session(sid)
+        conn: protocol.Connection = session["conn"]
+        message = args[1] if len(args) > 1 else None
+        replies, close = await protocol.handle_message(conn, event, message)
+        for name, body in replies:
+            await self.emit(name, body, to=sid)
+        if close:
+            await self.disconnect(sid)
+        return None
+
+
+sio = socketio.AsyncServer(
+    async_mode="asgi",
+    client_manager=_client_manager(),
+    cors_allowed_origins="*",
+    # One node's messages are applied in the order it sent them (ack before result, register
+    # before heartbeats); other connections are not held up, each has its own reader task.
+    async_handlers=False,
+    # Frames up to twice the protocol's limit reach the protocol, which answers with an error;
+    # beyond that the transport itself drops the connection.
+    max_http_buffer_size=2 * settings.AIWM_NODE_MAX_MESSAGE_BYTES,
+    logger=False,
+    engineio_logger=False,
+)
+sio.register_namespace(NodeNamespace(delivery.NAMESPACE))
