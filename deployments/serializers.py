@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from aiwm_project.api.serializers import EntitySerializer, NestedObjectSerializer, PopulatedField
+from aiwm_project.api.serializers import EntitySerializer, IsoDateTimeField, NestedObjectSerializer, PopulatedField
 from deployments.choices import EventSeverity
 from deployments.models import Deployment
 from models_registry.serializers import AIModelSerializer
@@ -44,6 +44,8 @@ class DeploymentSerializer(EntitySerializer):
             "container_name",
             "container_port",
             "endpoint",
+            "container_id",
+            "health_status",
             "total_inferences",
             "average_latency",
             "uptime",
@@ -52,4 +54,14 @@ class DeploymentSerializer(EntitySerializer):
             "model",
             "node",
         ]
+        # Reported by the node (deployment.status).
+        read_only_fields = ["container_id", "health_status"]
         extra_kwargs = {"description": {"max_length": 4000}}
+
+
+class DeploymentLogSerializer(serializers.Serializer):
+    timestamp = IsoDateTimeField()
+    level = serializers.CharField()
+    message = serializers.CharField()
+    nodeId = serializers.CharField(source="node_id")
+    receivedAt = IsoDateTimeField(source="received_at")

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
 from aiwm_project.api.schema import entity_schema_view
 from aiwm_project.api.viewsets import EntityViewSet
-from deployments.models import Deployment
-from deployments.serializers import DeploymentSerializer
+from deployments.choices import LogLevel
+from deployments.models import Deployment, DeploymentLog
+from deployments.serializers import DeploymentLogSerializer, DeploymentSerializer
+from nodes.api import time_param
 from nodes.views import NODE_EXAMPLE
 
 OWNER = {"orgId": "68dd05b175d9e3c17bf97f60", "userId": "68dcf365f6a92c0d4911b619", "groupId": ""}
@@ -113,3 +121,31 @@ class DeploymentViewSet(EntityViewSet):
         "uptime": "uptime",
         "lastHealthCheck": "last_health_check",
     }
+
+    @extend_schema(
+        summary="The deployment's logs (deployment.logs from its node), oldest first",
+        tags=["Deployments"],
+        parameters=[
+            OpenApiParameter("since", str, description="ISO 8601: only lines at or after this time"),
+            OpenApiParameter("level", str, enum=LogLevel.values, description="Only lines of this level."),
+            OpenApiParameter("page", int),
+            OpenApiParameter("limit", int),
+        ],
+        responses={200: DeploymentLogSerializer(many=True)},
+    )
+    @action(detail=True, methods=["get"], url_path="logs")
+    def logs(self, request: Request, id: str | None = None) -> Response:
+        deployment = self.get_object()
+        queryset = DeploymentLog.objects.filter(
+            owner_org_id=deployment.owner_org_id, deployment_id=deployment.deployment_id
+        )
+        since = time_param(request, "since")
+        if since:
+            queryset = queryset.filter(timestamp__gte=since)
+        level = request.query_params.get("level")
+        if level:
+            if level not in LogLevel.values:
+                raise ValidationError({"level": [f"must be one of: {', '.join(LogLevel.values)}"]})
+            queryset = queryset.filter(level=level)
+        page = self.paginate_queryset(queryset.order_by("timestamp", "id"))
+        return self.get_paginated_response(DeploymentLogSerializer(page, many=True).data)

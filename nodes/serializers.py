@@ -18,6 +18,23 @@ class GpuDeviceSerializer(NestedObjectSerializer):
     temperature = serializers.FloatField(min_value=-100, max_value=300, required=False)
 
 
+# Facts the daemon reports on node.register and in heartbeats; read-only through the API.
+DAEMON_REPORTED = [
+    "hostname",
+    "ip_address",
+    "public_ip_address",
+    "os",
+    "cpu_model",
+    "disk_total",
+    "daemon_version",
+    "uptime_seconds",
+    "container_runtime",
+    "registered_at",
+    "cpu_usage",
+    "active_deployments",
+]
+
+
 class NodeSerializer(EntitySerializer):
     role = serializers.ListField(child=serializers.ChoiceField(choices=NodeRole.choices), required=False, max_length=4)
     gpuDevices = serializers.ListField(source="gpu_devices", child=GpuDeviceSerializer(), required=False, max_length=64)
@@ -37,9 +54,10 @@ class NodeSerializer(EntitySerializer):
             "ram_total",
             "ram_free",
             "gpuDevices",
+            *DAEMON_REPORTED,
         ]
         # The daemon, not the client, reports these (through the node WebSocket).
-        read_only_fields = ["websocket_connected", "last_heartbeat"]
+        read_only_fields = ["websocket_connected", "last_heartbeat", *DAEMON_REPORTED]
         extra_kwargs = {
             "cpu_cores": {"max_value": 100_000},
             "ram_total": {"min_value": 0},

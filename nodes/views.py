@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from aiwm_project.api.errors import format_datetime
 from aiwm_project.api.schema import entity_schema_view
 from aiwm_project.api.viewsets import EntityViewSet
-from nodes.models import Node
+from nodes.api import (
+    NodeCommandSerializer,
+    NodeMetricSerializer,
+    NodeTokenSerializer,
+    SendCommandSerializer,
+    time_window,
+)
+from nodes.choices import CommandStatus
+from nodes.commands import send_command
+from nodes.identity import node_issue_token
+from nodes.models import Node, NodeCommand, NodeMetric
 from nodes.serializers import NodeSerializer
 
 NODE_EXAMPLE_REQUEST = {
@@ -61,3 +81,74 @@ class NodeViewSet(EntityViewSet):
         "lastHeartbeat": "last_heartbeat",
         "cpuCores": "cpu_cores",
     }
+
+    # --- the node gateway's records, per node ---
+
+    @extend_schema(
+        summary="Issue the node's token (revokes the previous one)",
+        tags=["Nodes"],
+        request=None,
+        responses={201: NodeTokenSerializer},
+    )
+    @action(detail=True, methods=["post"], url_path="token", required_right="update")
+    def token(self, request: Request, id: str | None = None) -> Response:
+        node = self.get_object()
+        token, expires_at = node_issue_token(node=node, actor_id=self.actor.user_id)
+        body = {"token": token, "nodeId": node.node_id, "expiresAt": format_datetime(expires_at)}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        methods=["GET"],
+        summary="The node's commands (the outbox), newest first",
+        tags=["Nodes"],
+        parameters=[
+            OpenApiParameter("status", str, enum=CommandStatus.values, description="Only commands in this status."),
+            OpenApiParameter("page", int),
+            OpenApiParameter("limit", int),
+        ],
+        responses={200: NodeCommandSerializer(many=True)},
+    )
+    @extend_schema(
+        methods=["POST"],
+        summary="Send a command to the node (stored, then delivered when it is connected)",
+        tags=["Nodes"],
+        request=SendCommandSerializer,
+        responses={201: NodeCommandSerializer},
+    )
+    @action(detail=True, methods=["get", "post"], url_path="commands")
+    def commands(self, request: Request, id: str | None = None) -> Response:
+        node = self.get_object()
+        if request.method == "POST":
+            sent = SendCommandSerializer(data=request.data)
+            sent.is_valid(raise_exception=True)
+            command = send_command(
+                org_id=node.owner_org_id, node_id=node.node_id, actor_id=self.actor.user_id, **sent.validated_data
+            )
+            return Response(NodeCommandSerializer(command).data, status=status.HTTP_201_CREATED)
+        queryset = NodeCommand.objects.filter(owner_org_id=node.owner_org_id, node_id=node.node_id)
+        wanted = request.query_params.get("status")
+        if wanted:
+            if wanted not in CommandStatus.values:
+                raise ValidationError({"status": [f"must be one of: {', '.join(CommandStatus.values)}"]})
+            queryset = queryset.filter(status=wanted)
+        page = self.paginate_queryset(queryset.order_by("-created_at", "-id"))
+        return self.get_paginated_response(NodeCommandSerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="The node's metrics (telemetry.metrics) between from and to (default: the last hour)",
+        tags=["Nodes"],
+        parameters=[
+            OpenApiParameter("from", str, description="ISO 8601; default one hour ago"),
+            OpenApiParameter("to", str, description="ISO 8601; default now"),
+            OpenApiParameter("page", int),
+            OpenApiParameter("limit", int),
+        ],
+        responses={200: NodeMetricSerializer(many=True)},
+    )
+    @action(detail=True, methods=["get"], url_path="metrics")
+    def metrics(self, request: Request, id: str | None = None) -> Response:
+        node = self.get_object()
+        queryset = NodeMetric.objects.filter(owner_org_id=node.owner_org_id, node_id=node.node_id)
+        queryset = time_window(request, queryset, "timestamp", default_span=timedelta(hours=1))
+        page = self.paginate_queryset(queryset.order_by("timestamp", "id"))
+        return self.get_paginated_response(NodeMetricSerializer(page, many=True).data)

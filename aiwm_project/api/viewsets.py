@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from aiwm_project import services
 from aiwm_project.api.errors import format_datetime
 from aiwm_project.api.serializers import PopulatedField
+from aiwm_project.auth import Principal
 from aiwm_project.models import OwnedModel
 from aiwm_project.selectors import RelatedLoader, find_by_identifier, is_valid_identifier
 
@@ -42,6 +43,9 @@ class EntityViewSet(viewsets.ModelViewSet):
     plain_filter_params: ClassVar[tuple[str, ...]] = ()
     sort_fields: ClassVar[dict[str, str]] = {}
     default_sort = "-createdAt"
+    # An action may name the right it needs (`@action(..., required_right="update")`); by default
+    # the HTTP method decides (see RolePermission).
+    required_right: str | None = None
 
     create_service: Callable[..., Any] = staticmethod(services.entity_create)
     update_service: Callable[..., Any] = staticmethod(services.entity_update)
@@ -51,6 +55,11 @@ class EntityViewSet(viewsets.ModelViewSet):
         super().__init_subclass__(**kwargs)
         if "get_queryset" in cls.__dict__ or "queryset" in cls.__dict__:
             raise TypeError(f"{cls.__name__}: override scoped_queryset(), not get_queryset()/queryset")
+
+    @property
+    def actor(self) -> Principal:
+        """The caller (every endpoint here requires an authenticated IAM principal)."""
+        return cast(Principal, self.request.user)
 
     # --- reads ---
     def get_queryset(self) -> QuerySet:

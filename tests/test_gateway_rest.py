@@ -1,0 +1,166 @@
+"""REST side of the node gateway: node tokens, the command outbox, metrics and deployment logs."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import jwt
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from deployments.models import DeploymentLog
+from nodes.identity import ConnectionRefused, authenticate_connection
+from nodes.models import NodeCommand, NodeMetric
+from tests.api_mixin import assert_error
+from tests.conftest import ORG_A, Personas, client_for
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def node(personas: Personas) -> dict:
+    body = {"nodeId": "node-gpu-01", "name": "GPU 1", "cpuCores": 16}
+    return personas.owner_a.post("/api/nodes", body, format="json").json()
+
+
+def test_token_names_one_node_and_rotation_revokes_the_old(personas: Personas, node: dict) -> None:
+    response = personas.editor_a.post(f"/api/nodes/{node['_id']}/token")
+    assert response.status_code == 201
+    body = response.json()
+    assert body["nodeId"] == "node-gpu-01" and body["expiresAt"].endswith("Z")
+    claims = jwt.decode(body["token"], settings.AIWM_NODE_TOKEN_SECRET, algorithms=["HS256"])
+    assert claims["typ"] == "node" and claims["orgId"] == ORG_A and claims["sub"] == node["_id"]
+    assert authenticate_connection(body["token"]).node_id == "node-gpu-01"
+    newer = personas.owner_a.post("/api/nodes/node-gpu-01/token").json()["token"]
+    with pytest.raises(ConnectionRefused, match="revoked"):
+        authenticate_connection(body["token"])
+    assert authenticate_connection(newer).node_pk == node["_id"]
+    # A node token is not a REST credential.
+    client = client_for(user_id="x", org_id=ORG_A, roles=["organization.owner"])
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {newer}")
+    assert_error(client.get("/api/nodes"), 401)
+
+
+def test_token_needs_write_rights_and_the_right_org(personas: Personas, node: dict) -> None:
+    body = assert_error(personas.viewer_a.post(f"/api/nodes/{node['_id']}/token"), 403)
+    assert body["message"] == "You do not have permission to update"
+    assert_error(personas.owner_b.post(f"/api/nodes/{node['_id']}/token"), 404)
+
+
+def test_user_tokens_may_speak_only_for_a_node_of_their_org(personas: Personas, node: dict) -> None:
+    from aiwm_project.auth import issue_user_token
+
+    editor = issue_user_token(user_id="u", username="u", org_id=ORG_A, roles=["organization.editor"])
+    assert authenticate_connection(editor, "node-gpu-01").via == "user-token"
+    assert authenticate_connection(editor, node["_id"]).node_id == "node-gpu-01"
+    for token, hint, reason in (
+        (editor, None, "auth.nodeId"),
+        (editor, "other-node", "not found"),
+        (
+            issue_user_token(user_id="u", username="u", org_id=ORG_A, roles=["organization.viewer"]),
+            "node-gpu-01",
+            "write rights",
+        ),
+        (
+            issue_user_token(user_id="u", username="u", org_id="org-b", roles=["organization.owner"]),
+            "node-gpu-01",
+            "not found",
+        ),
+        ("garbage", "node-gpu-01", "invalid token"),
+        ("", "node-gpu-01", "missing token"),
+    ):
+        with pytest.raises(ConnectionRefused, match=reason):
+            authenticate_connection(token, hint)
+
+
+def test_expired_node_token_is_refused(personas: Personas, node: dict, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.AIWM_NODE_TOKEN_TTL_DAYS = -1
+    token = personas.owner_a.post(f"/api/nodes/{node['_id']}/token").json()["token"]
+    with pytest.raises(ConnectionRefused, match="expired"):
+        authenticate_connection(token)
+
+
+def test_issue_node_token_command(node: dict) -> None:
+    out = io.StringIO()
+    call_command("issue_node_token", "node-gpu-01", "--org-id", ORG_A, stdout=out)
+    token = out.getvalue().strip()
+    assert out.getvalue() == token + "\n"
+    assert authenticate_connection(token).node_pk == node["_id"]
+    with pytest.raises(CommandError):
+        call_command("issue_node_token", "node-gpu-01", "--org-id", "another-org", stdout=io.StringIO())
+
+
+def test_commands_are_stored_queued_when_the_node_is_offline(personas: Personas, node: dict) -> None:
+    url = f"/api/nodes/{node['_id']}/commands"
+    body = {
+        "type": "model.download",
+        "resource": {"type": "model", "id": "llama-2-7b-v1"},
+        "data": {"repository": "huggingface.co/meta-llama/Llama-2-7b-chat-hf", "fileName": "model.safetensors"},
+        "metadata": {"priority": "high", "timeout": 1800},
+    }
+    created = personas.editor_a.post(url, body, format="json")
+    assert created.status_code == 201, created.json()
+    command = created.json()
+    assert command["status"] == "queued" and command["type"] == "model.download" and len(command["messageId"]) == 36
+    listed = personas.viewer_a.get(url).json()
+    assert listed["pagination"]["total"] == 1 and listed["data"][0]["messageId"] == command["messageId"]
+    assert personas.viewer_a.get(url, {"status": "queued"}).json()["pagination"]["total"] == 1
+    assert personas.viewer_a.get(url, {"status": "sent"}).json()["pagination"]["total"] == 0
+    assert_error(personas.viewer_a.get(url, {"status": "exploded"}), 400)
+    assert_error(personas.viewer_a.post(url, body, format="json"), 403)
+    assert_error(personas.owner_b.get(url), 404)
+    for bad in ({"type": "rm -rf"}, {"type": "model.download", "metadata": {"priority": "urgent"}}, {}):
+        assert_error(personas.editor_a.post(url, bad, format="json"), 400)
+    assert NodeCommand.objects.count() == 1
+
+
+def test_metrics_window(personas: Personas, node: dict) -> None:
+    now = timezone.now()
+    for minutes in (90, 30, 5):
+        NodeMetric.objects.create(
+            owner_org_id=ORG_A,
+            node_id="node-gpu-01",
+            timestamp=now - timedelta(minutes=minutes),
+            data={"cpu": {"usage": minutes}},
+        )
+    url = f"/api/nodes/{node['_id']}/metrics"
+    last_hour = personas.viewer_a.get(url).json()
+    assert [row["cpu"]["usage"] for row in last_hour["data"]] == [30, 5]
+    window = personas.viewer_a.get(
+        url, {"from": (now - timedelta(hours=2)).isoformat(), "to": (now - timedelta(minutes=20)).isoformat()}
+    ).json()
+    assert [row["cpu"]["usage"] for row in window["data"]] == [90, 30]
+    assert_error(personas.viewer_a.get(url, {"from": "yesterday"}), 400)
+    assert_error(personas.viewer_a.get(url, {"from": now.isoformat(), "to": (now - timedelta(1)).isoformat()}), 400)
+    assert personas.owner_b.get(url).status_code == 404
+
+
+def test_deployment_logs(personas: Personas, node: dict) -> None:
+    client = personas.owner_a
+    client.post("/api/models", {"modelId": "m", "name": "m", "type": "llm", "framework": "pytorch"}, format="json")
+    body = {"deploymentId": "d1", "name": "d", "modelId": "m", "nodeId": "node-gpu-01"}
+    assert client.post("/api/deployments", body, format="json").status_code == 201
+    now = timezone.now()
+    for seconds, level in ((30, "info"), (20, "error"), (10, "info")):
+        DeploymentLog.objects.create(
+            owner_org_id=ORG_A,
+            deployment_id="d1",
+            node_id="node-gpu-01",
+            timestamp=now - timedelta(seconds=seconds),
+            level=level,
+            message=f"{level} {seconds}",
+        )
+    logs = client.get("/api/deployments/d1/logs").json()
+    assert [row["message"] for row in logs["data"]] == ["info 30", "error 20", "info 10"]
+    assert [r["message"] for r in client.get("/api/deployments/d1/logs", {"level": "error"}).json()["data"]] == [
+        "error 20"
+    ]
+    since = (now - timedelta(seconds=15)).isoformat()
+    assert [r["message"] for r in client.get("/api/deployments/d1/logs", {"since": since}).json()["data"]] == [
+        "info 10"
+    ]
+    assert_error(client.get("/api/deployments/d1/logs", {"level": "loud"}), 400)
+    assert_error(personas.owner_b.get("/api/deployments/d1/logs"), 404)
