@@ -3,8 +3,9 @@
 from django.contrib import admin
 
 from aiwm_project.admin import AUDIT_FIELDS, OwnedModelAdmin
-from deployments.models import Deployment
+from deployments.models import Deployment, DeploymentLog
 from deployments.serializers import DeploymentSerializer
+from nodes.admin import ReadOnlyAdmin
 
 
 @admin.register(Deployment)
@@ -28,3 +29,12 @@ class DeploymentAdmin(OwnedModelAdmin):
     search_fields = ("deployment_id", "name", "model_id", "node_id", "container_name", "owner_org_id")
     # The event log is appended by services under a row lock; an admin form save would race it.
     readonly_fields = (*AUDIT_FIELDS, "events")
+
+
+@admin.register(DeploymentLog)
+class DeploymentLogAdmin(ReadOnlyAdmin):
+    list_display = ("deployment_id", "level", "timestamp", "node_id", "message")
+    list_filter = ("level",)
+    search_fields = ("deployment_id", "node_id", "message")
+    date_hierarchy = "timestamp"
+    show_full_result_count = False

@@ -78,3 +78,11 @@ def test_soft_delete_action_and_no_hard_delete(operator: Client, personas: Perso
 
 def test_no_add_in_admin(operator: Client) -> None:
     assert operator.get("/admin/nodes/node/add/").status_code == 403
+
+
+def test_gateway_records_are_browsable_but_read_only(operator: Client, personas: Personas) -> None:
+    node = _node(personas)
+    personas.owner_a.post(f"/api/nodes/{node['_id']}/commands", {"type": "model.download"}, format="json")
+    for url in ("/admin/nodes/nodecommand/", "/admin/nodes/nodemetric/", "/admin/deployments/deploymentlog/"):
+        assert operator.get(url).status_code == 200, url
+    assert operator.get("/admin/nodes/nodecommand/add/").status_code == 403
