@@ -24,6 +24,7 @@ class Command(BaseCommand):
             f"  API:        {base}/api",
             f"  Swagger UI: {base}/api-docs   (schema: {base}/api-docs/schema)",
             f"  Health:     {base}/api/health",
+            f"  Node WS:    ws://localhost:{opts['port']}/ws/node   (Socket.IO namespace, or plain WebSocket)",
             f"  Admin:      {base}/admin   (python manage.py createsuperuser)",
             "",
         ]
