@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from urllib.parse import urlparse
 
 import environ
 
@@ -84,7 +85,9 @@ TEMPLATES = [
 # --- Database: SQLite file in var/ by default, PostgreSQL in production (DATABASE_URL). ---
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'aiwm.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+    # 0 by default: under ASGI each request's sync work may run on a new thread, and persistent
+    # per-thread connections then pile up until the server's connection limit (bench/node_list.py).
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=0))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if env.str("AIWM_TEST_DB_NAME", default=""):
     # Lets several test runs share one PostgreSQL server without clobbering each other's test DB.
@@ -103,6 +106,12 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Redis pub/sub ignores database numbers: the Socket.IO channel is named after the database, so two
+# installations on one Redis server (different databases) never see each other's emits.
+AIWM_SOCKETIO_CHANNEL = env.str(
+    "AIWM_SOCKETIO_CHANNEL", default=f"aiwm-socketio-{urlparse(REDIS_URL).path.strip('/') or '0'}"
+)
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None

@@ -34,18 +34,24 @@ def register_local_server(sio: Any, loop: asyncio.AbstractEventLoop) -> None:
 
 
 @functools.lru_cache(maxsize=1)
-def _redis_emitter(url: str) -> Any:
+def _redis_emitter(url: str, channel: str) -> Any:
     import socketio
 
-    return socketio.RedisManager(url, write_only=True)
+    # The same channel as the servers' AsyncRedisManager (nodes.socketio_app), or nobody hears it.
+    return socketio.RedisManager(url, channel=channel, write_only=True)
 
 
 def deliver_to_node(org_id: str, node_id: str, event: str, payload: dict[str, Any]) -> None:
     """Send `event` to the node's sockets, in any process. Call from sync code (a service, a task)."""
     group = group_for(org_id, node_id)
     if settings.REDIS_URL:
-        _redis_emitter(settings.REDIS_URL).emit(event, payload, namespace=NAMESPACE, room=group)
-        async_to_sync(get_channel_layer().group_send)(group, {"type": "node.deliver", "payload": payload})
+        try:
+            _redis_emitter(settings.REDIS_URL, settings.AIWM_SOCKETIO_CHANNEL).emit(
+                event, payload, namespace=NAMESPACE, room=group
+            )
+            async_to_sync(get_channel_layer().group_send)(group, {"type": "node.deliver", "payload": payload})
+        except Exception:  # Redis down: the caller (an on_commit hook, a task) goes on; the outbox re-sends
+            logger.exception("delivery to %s through Redis failed", group)
         return
     loop = _local["loop"]
     if loop is None or loop.is_closed():

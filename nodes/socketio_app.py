@@ -22,7 +22,7 @@ logger = logging.getLogger("aiwm.nodes.socketio")
 def _client_manager() -> socketio.AsyncManager | None:
     if settings.REDIS_URL:
         # Lets a command published by another web process or a Celery worker reach this process's sockets.
-        return socketio.AsyncRedisManager(settings.REDIS_URL)
+        return socketio.AsyncRedisManager(settings.REDIS_URL, channel=settings.AIWM_SOCKETIO_CHANNEL)
     return None
 
 
@@ -33,7 +33,11 @@ class NodeNamespace(socketio.AsyncNamespace):
         try:
             identity = await sync_to_async(authenticate_connection)(auth.get("token"), auth.get("nodeId"))
         except ConnectionRefused as exc:
-            raise socketio.exceptions.ConnectionRefusedError({"code": "UNAUTHORIZED", "message": str(exc)}) from exc
+            # A client's connect_error gets err.message = the reason and err.data = {code, message}
+            # (one dict argument would arrive as its Python repr in err.message).
+            reason = str(exc)
+            refusal = {"code": "UNAUTHORIZED", "message": reason}
+            raise socketio.exceptions.ConnectionRefusedError(reason, refusal) from exc
         conn = protocol.Connection(identity=identity, connection_id=sid)
         await self.save_session(sid, {"conn": conn})
         await self.enter_room(sid, delivery.group_for(identity.org_id, identity.node_id))
