@@ -7,7 +7,7 @@ AIWM_PORT ?= 3003
 # The PostgreSQL pass of `make test`; CI=true makes its absence a failure instead of a skip.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: browser run test test-sqlite test-postgres lint typecheck check install migrate bench-list clean
+.PHONY: browser node-deps run test test-sqlite test-postgres lint typecheck check install migrate bench-list clean
 
 $(STAMP): requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ run: migrate
 	$(PY) manage.py aiwm_banner --port $(AIWM_PORT)
 	$(VENV)/bin/daphne -b 0.0.0.0 -p $(AIWM_PORT) aiwm_project.asgi:application
 
-test: check browser test-sqlite test-postgres
+test: check browser node-deps test-sqlite test-postgres
 
 # Headless Chromium for the Swagger UI browser test (Debian's package; Playwright's download is not
 # reachable here). Installed when missing and we are root; otherwise that one test skips, visibly.
@@ -33,11 +33,28 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; \
 	  else echo "note: chromium missing and not root: the browser test will skip"; fi; }
 
-test-sqlite: $(STAMP)
+# The real socket.io-client from npm (pinned in tests/node_daemon/package-lock.json) for the
+# daemon the npm-client test runs. Reinstalled only when the lock or package.json is newer than
+# the install; without npm that test skips, visibly (under CI=true it fails).
+NODE_DAEMON := tests/node_daemon
+NODE_STAMP := $(NODE_DAEMON)/node_modules/.installed
+
+node-deps: $(NODE_STAMP)
+
+$(NODE_STAMP): $(NODE_DAEMON)/package.json $(NODE_DAEMON)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix $(NODE_DAEMON) --no-audit --no-fund --loglevel=error >/dev/null && touch $@; \
+	else echo "note: npm missing: the npm socket.io-client test will skip (fail under CI=true)"; fi
+
+test-sqlite: $(STAMP) node-deps
 	$(PY) -m pytest
 
-test-postgres: $(STAMP)
+test-postgres: $(STAMP) node-deps
 	$(PY) tests/run_postgres_pass.py "$(TEST_DATABASE_URL)"
+
+# Benchmarks (see BENCHMARKS.md): they need the local PostgreSQL and take minutes.
+bench-list: $(STAMP)
+	$(PY) bench/node_list.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
