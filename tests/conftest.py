@@ -40,6 +40,18 @@ class Personas:
     anonymous: PersonaClient
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SQLite tests use a file database, not the in-memory one: the live gateway's server thread
+    and the test share it, and in-memory shared-cache SQLite fails concurrent readers and writers
+    at once ("table is locked") where a file database waits for its lock as `make run` does."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("sqlite") / "test.sqlite3")
+
+
 @pytest.fixture
 def personas(db) -> Personas:
     return Personas(

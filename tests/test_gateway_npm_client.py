@@ -13,7 +13,6 @@ tests skip with the reason, except under CI=true, where that is a failure.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -29,9 +28,6 @@ from typing import Any
 
 import pytest
 import requests
-from asgiref.sync import sync_to_async
-from django.db import connection
-from django.db.backends.signals import connection_created
 
 from aiwm_project.auth import issue_user_token
 from nodes.identity import node_issue_token
@@ -65,36 +61,6 @@ def node_binary() -> str:
         pytest.skip(problem)
     assert node is not None
     return node
-
-
-def _set_read_uncommitted(on: bool) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(f"PRAGMA read_uncommitted = {int(on)}")
-
-
-@pytest.fixture(autouse=True)
-def _sqlite_reads_do_not_lock(transactional_db: None) -> Iterator[None]:
-    """SQLite only: the test database is in-memory with a shared cache, where a read and a write
-    from two threads fail at once with "database table is locked" instead of waiting as the file
-    database of `make run` does. The live server answers REST in a thread per request and socket
-    events in asgiref's single thread, while the daemon heartbeats: let this test's reads skip
-    table locks (PostgreSQL needs nothing: it never blocks readers)."""
-    if connection.vendor != "sqlite":
-        yield
-        return
-
-    def on_connect(sender: Any, connection: Any, **kwargs: Any) -> None:
-        if connection.vendor == "sqlite":
-            with connection.cursor() as cursor:
-                cursor.execute("PRAGMA read_uncommitted = 1")
-
-    connection_created.connect(on_connect, weak=False, dispatch_uid=__name__)
-    try:
-        yield
-    finally:
-        connection_created.disconnect(dispatch_uid=__name__)
-        # The socket events' thread keeps its connection for later tests: give it back unchanged.
-        asyncio.run(sync_to_async(_set_read_uncommitted, thread_sensitive=True)(False))
 
 
 class DaemonProcess:
