@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
+
+from aiwm_project.db import db_sync_to_async
 
 logger = logging.getLogger("aiwm.background")
 _started = False
@@ -27,7 +28,7 @@ async def _ticker() -> None:
     while True:
         await asyncio.sleep(settings.AIWM_SWEEP_INTERVAL_SECONDS)
         try:
-            await sync_to_async(run_sweep)()
+            await db_sync_to_async(run_sweep)()
         except Exception:  # keep ticking: one failed pass (a locked SQLite file…) is retried next time
             logger.exception("sweep failed")
 

@@ -156,6 +156,8 @@ AIWM_NODE_RATE_BURST = env.int("AIWM_NODE_RATE_BURST", default=100)
 # Errors one connection may cause (bad frames, floods) before it is closed.
 AIWM_NODE_MAX_ERRORS = env.int("AIWM_NODE_MAX_ERRORS", default=50)
 AIWM_NODE_OFFLINE_AFTER_HEARTBEATS = 3
+# Heartbeats and metric points are written in batches this often (nodes.telemetry).
+AIWM_TELEMETRY_FLUSH_MS = env.int("AIWM_TELEMETRY_FLUSH_MS", default=50)
 AIWM_SWEEP_INTERVAL_SECONDS = env.float("AIWM_SWEEP_INTERVAL_SECONDS", default=10.0)
 
 REST_FRAMEWORK = {

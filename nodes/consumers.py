@@ -13,15 +13,16 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs
 
-from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from rest_framework.exceptions import ParseError
 
 from aiwm_project.auth import bearer_token
+from aiwm_project.db import db_sync_to_async
 from aiwm_project.parsers import loads_strict
 from nodes import delivery, protocol, services
 from nodes.identity import ConnectionRefused, authenticate_connection
+from nodes.socketio_app import sio
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_ABUSE = 4408
@@ -31,8 +32,12 @@ AUTH_TIMEOUT_SECONDS = 10
 class NodeConsumer(AsyncWebsocketConsumer):
     conn: protocol.Connection | None = None
     group: str | None = None
+    auth_timer: asyncio.TimerHandle | None = None
 
     async def connect(self) -> None:
+        # Commands are handed to this process's event loop (nodes.delivery): register it here too,
+        # or a node on the plain WebSocket only hears of them on its next register.
+        delivery.register_local_server(sio, asyncio.get_running_loop())
         await self.accept()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope.get("headers", [])}
         token = bearer_token(headers.get("authorization", ""))
@@ -48,7 +53,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
 
     async def _authenticate(self, token: Any, node_hint: Any) -> None:
         try:
-            identity = await sync_to_async(authenticate_connection)(token, node_hint)
+            identity = await db_sync_to_async(authenticate_connection)(token, node_hint)
         except ConnectionRefused as exc:
             await self._send(protocol.error_reply("UNAUTHORIZED", str(exc)))
             await self.close(code=CLOSE_UNAUTHORIZED)
@@ -57,7 +62,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
         self.conn = protocol.Connection(identity=identity, connection_id=connection_id)
         self.group = delivery.group_for(identity.org_id, identity.node_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await sync_to_async(services.node_connected)(node_pk=identity.node_pk, connection_id=connection_id)
+        await db_sync_to_async(services.node_connected)(node_pk=identity.node_pk, connection_id=connection_id)
         await self._send(protocol.connection_ack(self.conn))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -87,6 +92,8 @@ class NodeConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_ABUSE)
 
     async def _first_frame(self, raw: str | bytes, size: int) -> None:
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()  # this frame decides, either way
         try:
             message = loads_strict(raw) if size <= 64 * 1024 else None
         except ParseError:
@@ -98,7 +105,6 @@ class NodeConsumer(AsyncWebsocketConsumer):
             )
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
-        self.auth_timer.cancel()
         await self._authenticate(data.get("token"), data.get("nodeId"))
 
     async def node_deliver(self, event: dict[str, Any]) -> None:
@@ -106,10 +112,13 @@ class NodeConsumer(AsyncWebsocketConsumer):
         await self._send(event["payload"])
 
     async def disconnect(self, code: int) -> None:
+        if self.auth_timer is not None:
+            # Gone before authenticating: a close() on the dead socket would raise in a stray task.
+            self.auth_timer.cancel()
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         if self.conn is not None:
-            await sync_to_async(services.node_disconnected)(
+            await db_sync_to_async(services.node_disconnected)(
                 node_pk=self.conn.identity.node_pk, connection_id=self.conn.connection_id
             )
 

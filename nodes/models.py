@@ -105,11 +105,20 @@ class NodeMetric(models.Model):
 
     owner_org_id = models.CharField(max_length=64)
     node_id = models.CharField(max_length=128)
+    # The report's messageId: unique per node, so a point is stored at most once.
+    message_id = models.CharField(max_length=128, blank=True, default="")
     timestamp = models.DateTimeField()
     received_at = models.DateTimeField(default=timezone.now)
     data = models.JSONField(default=dict)
 
     class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner_org_id", "node_id", "message_id"],
+                condition=~models.Q(message_id=""),
+                name="metric_once",
+            )
+        ]
         indexes = [
             models.Index(fields=["owner_org_id", "node_id", "timestamp"], name="metric_node_time"),
             models.Index(fields=["received_at"], name="metric_received"),

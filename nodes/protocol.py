@@ -16,13 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
+from rest_framework.exceptions import ParseError
 
 from aiwm_project.api.errors import iso_now
+from aiwm_project.db import db_sync_to_async
 from aiwm_project.exceptions import ServiceError
-from nodes import commands, services
+from aiwm_project.parsers import check_json_value
+from nodes import commands, services, telemetry
 from nodes.identity import NodeIdentity
 from nodes.models import InboundMessage
 
@@ -46,6 +48,8 @@ class Connection:
     tokens: float = 0.0
     last_refill: float = field(default_factory=time.monotonic)
     errors: int = 0
+    # Telemetry of this connection sits in the write-behind buffer (see handle_message).
+    telemetry_pending: bool = False
 
     def __post_init__(self) -> None:
         self.tokens = float(settings.AIWM_NODE_RATE_BURST)
@@ -117,19 +121,23 @@ def on_register(conn: Connection, message: dict[str, Any]) -> list[Reply]:
     return [("register.ack", envelope("register.ack", ack))]
 
 
-def on_heartbeat(conn: Connection, message: dict[str, Any]) -> list[Reply]:
-    services.node_heartbeat(node_pk=conn.identity.node_pk, data=message["data"])
-    return []
+# Telemetry is not applied here but handed to the write-behind buffer (nodes.telemetry), in the
+# event loop itself: no thread hop, no transaction per message.
 
 
-def on_metrics(conn: Connection, message: dict[str, Any]) -> list[Reply]:
-    services.node_record_metrics(
+def buffer_heartbeat(conn: Connection, message: dict[str, Any]) -> None:
+    telemetry.buffer.add_heartbeat(conn.identity.node_pk, message["data"])
+
+
+def buffer_metrics(conn: Connection, message: dict[str, Any]) -> None:
+    # At most once: the point's messageId is unique per node (the flush skips a repeat).
+    telemetry.buffer.add_metric(
         org_id=conn.identity.org_id,
         node_id=conn.identity.node_id,
+        message_id=message["messageId"],
         data=message["data"],
         timestamp=message.get("timestamp"),
     )
-    return []
 
 
 def on_command_ack(conn: Connection, message: dict[str, Any]) -> list[Reply]:
@@ -179,15 +187,15 @@ def on_deployment_logs(conn: Connection, message: dict[str, Any]) -> list[Reply]
 
 HANDLERS: dict[str, Callable[[Connection, dict[str, Any]], list[Reply]]] = {
     "node.register": on_register,
-    "telemetry.heartbeat": on_heartbeat,
-    "telemetry.metrics": on_metrics,
     "command.ack": on_command_ack,
     "command.result": on_command_result,
     "deployment.status": on_deployment_status,
     "deployment.logs": on_deployment_logs,
 }
-# Applying these twice is harmless (the last state wins), so they skip the at-most-once ledger.
-IDEMPOTENT = {"telemetry.heartbeat"}
+BUFFERED: dict[str, Callable[[Connection, dict[str, Any]], None]] = {
+    "telemetry.heartbeat": buffer_heartbeat,
+    "telemetry.metrics": buffer_metrics,
+}
 
 
 def validate_envelope(event: str, message: Any) -> dict[str, Any]:
@@ -198,7 +206,7 @@ def validate_envelope(event: str, message: Any) -> dict[str, Any]:
         raise ProtocolError("INVALID_ENVELOPE", "type must be a non-empty string")
     if event and type_ != event:
         raise ProtocolError("INVALID_ENVELOPE", f"type {type_[:MAX_TYPE]!r} does not match the event {event!r}")
-    if type_ not in HANDLERS:
+    if type_ not in HANDLERS and type_ not in BUFFERED:
         raise ProtocolError("UNKNOWN_TYPE", f"unknown message type {type_!r}")
     message_id = message.get("messageId")
     if not isinstance(message_id, str) or not message_id or len(message_id) > MAX_MESSAGE_ID:
@@ -214,12 +222,32 @@ def validate_envelope(event: str, message: Any) -> dict[str, Any]:
     return {**message, "type": type_, "data": data}
 
 
+def check_own_node(conn: Connection, message: dict[str, Any]) -> None:
+    """A connection speaks only for its own node: a `nodeId` it names (in the envelope or its
+    data) must be that node's nodeId or _id; anything else is refused before it changes anything."""
+    for claimed in (message.get("nodeId"), message["data"].get("nodeId")):
+        if claimed is not None and claimed not in (conn.identity.node_id, conn.identity.node_pk):
+            raise ProtocolError("FORBIDDEN", f"this connection speaks only for node {conn.identity.node_id!r}")
+
+
+def encoded_size(message: Any) -> int:
+    """The size of a message a transport decoded itself (Socket.IO), held to the rules the plain
+    WebSocket's strict parser applies: bounded depth, no NUL, finite numbers, JSON types only
+    (python-socketio accepts NaN, any depth and binary attachments; the database does not)."""
+    try:
+        check_json_value(message, settings.AIWM_MAX_JSON_DEPTH)
+    except ParseError as exc:
+        raise ProtocolError("INVALID_PAYLOAD", str(exc.detail)) from exc
+    try:
+        return len(json.dumps(message, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError("INVALID_PAYLOAD", "only JSON values with finite numbers are accepted") from exc
+
+
 def apply_message(conn: Connection, message: dict[str, Any]) -> list[Reply]:
     """Apply one validated message at most once (sync; uses the ORM)."""
     handler = HANDLERS[message["type"]]
     try:
-        if message["type"] in IDEMPOTENT:
-            return handler(conn, message)
         with transaction.atomic():
             # The ledger row and the effect commit together: a duplicate messageId finds the
             # row and is skipped; a failed effect rolls the row back so a retry is applied.
@@ -241,24 +269,31 @@ def apply_message(conn: Connection, message: dict[str, Any]) -> list[Reply]:
         raise ProtocolError("REJECTED", " ".join([exc.message, *exc.errors])) from exc
 
 
-def _run_sync(func: Callable[..., Any], *args: Any) -> Any:
-    # SQLite allows one writer: keep ORM work on one thread there; PostgreSQL takes it in parallel.
-    return sync_to_async(func, thread_sensitive=connection.vendor == "sqlite")(*args)
-
-
 async def handle_message(
     conn: Connection, event: str, message: Any, raw_size: int | None = None
 ) -> tuple[list[Reply], bool]:
     """Validate, rate-limit and apply one message. Returns (replies, close_connection)."""
     original = message.get("messageId") if isinstance(message, dict) else None
+    if conn.telemetry_pending and event not in BUFFERED:
+        # A connection's messages take effect in the order it sent them: its buffered telemetry
+        # is written before anything else it sent later is applied or answered.
+        conn.telemetry_pending = False
+        await telemetry.flush_now()
     try:
         if not conn.take_token():
             raise ProtocolError("RATE_LIMITED", "too many messages; slow down")
-        size = raw_size if raw_size is not None else len(json.dumps(message, default=str))
+        size = raw_size if raw_size is not None else encoded_size(message)
         if size > settings.AIWM_NODE_MAX_MESSAGE_BYTES:
             raise ProtocolError("PAYLOAD_TOO_LARGE", f"message over {settings.AIWM_NODE_MAX_MESSAGE_BYTES} bytes")
         validated = validate_envelope(event, message)
-        return await _run_sync(apply_message, conn, validated), False
+        check_own_node(conn, validated)
+        buffered = BUFFERED.get(validated["type"])
+        if buffered is not None:
+            buffered(conn, validated)
+            conn.telemetry_pending = True
+            telemetry.ensure_flusher()
+            return [], False
+        return await db_sync_to_async(apply_message)(conn, validated), False
     except ProtocolError as exc:
         conn.errors += 1
         logger.warning("node %s: %s %s", conn.identity.node_id, exc.code, exc.message)

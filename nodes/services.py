@@ -136,14 +136,15 @@ def node_register(*, node_pk: str, connection_id: str, data: dict[str, Any]) -> 
     return node
 
 
-def node_heartbeat(*, node_pk: str, data: dict[str, Any], at: datetime | None = None) -> None:
-    """`telemetry.heartbeat`: online, lastHeartbeat, usage and GPU state merged into gpuDevices.
+def heartbeat_changes(node: Node, data: dict[str, Any], at: datetime) -> dict[str, Any]:
+    """What one `telemetry.heartbeat` changes on its node: lastHeartbeat, online (unless an
+    operator set maintenance), usage figures, and GPU state merged into gpuDevices by deviceId.
 
-    Locks the node row for the read-merge-write of its GPU list (heartbeats of one node are
-    sequential on its socket, so the lock is uncontended in practice).
+    Pure: the caller holds the node row (locked) and writes the result (nodes.telemetry batches it).
     """
-    now = at or timezone.now()
-    changes: dict[str, Any] = {"last_heartbeat": now, "websocket_connected": True, "updated_at": now}
+    changes: dict[str, Any] = {"last_heartbeat": at, "updated_at": at}
+    if node.status != NodeStatus.MAINTENANCE:
+        changes["status"] = NodeStatus.ONLINE
     cpu = _number(data.get("cpuUsage"), 0, 100_000)
     if cpu is not None:
         changes["cpu_usage"] = cpu
@@ -151,25 +152,13 @@ def node_heartbeat(*, node_pk: str, data: dict[str, Any], at: datetime | None = 
         number = _int(data.get(key))
         if number is not None:
             changes[field] = number
-    with transaction.atomic():
-        node = Node.objects.select_for_update().only("status", "gpu_devices", "ram_total").get(pk=node_pk)
-        if node.status != NodeStatus.MAINTENANCE:
-            changes["status"] = NodeStatus.ONLINE
-        ram_used = _int(data.get("ramUsage"))
-        if ram_used is not None and node.ram_total:
-            changes["ram_free"] = max(node.ram_total - ram_used, 0)
-        gpus = _gpu_devices(data.get("gpuStatus"), node.gpu_devices)
-        if gpus is not None:
-            changes["gpu_devices"] = gpus
-        Node.objects.filter(pk=node_pk, is_deleted=False).update(**changes)
-
-
-def node_record_metrics(*, org_id: str, node_id: str, data: dict[str, Any], timestamp: Any) -> NodeMetric:
-    """`telemetry.metrics`: one point of the node's time series."""
-    now = timezone.now()
-    return NodeMetric.objects.create(
-        owner_org_id=org_id, node_id=node_id, timestamp=reported_time(timestamp, now), received_at=now, data=data
-    )
+    ram_used = _int(data.get("ramUsage"))
+    if ram_used is not None and node.ram_total:
+        changes["ram_free"] = max(node.ram_total - ram_used, 0)
+    gpus = _gpu_devices(data.get("gpuStatus"), node.gpu_devices)
+    if gpus is not None:
+        changes["gpu_devices"] = gpus
+    return changes
 
 
 def nodes_mark_stale_offline(*, now: datetime | None = None) -> int:

@@ -10,9 +10,9 @@ import logging
 from typing import Any
 
 import socketio
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from aiwm_project.db import db_sync_to_async
 from nodes import delivery, protocol, services
 from nodes.identity import ConnectionRefused, authenticate_connection
 
@@ -31,7 +31,7 @@ class NodeNamespace(socketio.AsyncNamespace):
         delivery.register_local_server(self.server, asyncio.get_running_loop())
         auth = auth if isinstance(auth, dict) else {}
         try:
-            identity = await sync_to_async(authenticate_connection)(auth.get("token"), auth.get("nodeId"))
+            identity = await db_sync_to_async(authenticate_connection)(auth.get("token"), auth.get("nodeId"))
         except ConnectionRefused as exc:
             # A client's connect_error gets err.message = the reason and err.data = {code, message}
             # (one dict argument would arrive as its Python repr in err.message).
@@ -41,7 +41,7 @@ class NodeNamespace(socketio.AsyncNamespace):
         conn = protocol.Connection(identity=identity, connection_id=sid)
         await self.save_session(sid, {"conn": conn})
         await self.enter_room(sid, delivery.group_for(identity.org_id, identity.node_id))
-        await sync_to_async(services.node_connected)(node_pk=identity.node_pk, connection_id=sid)
+        await db_sync_to_async(services.node_connected)(node_pk=identity.node_pk, connection_id=sid)
         # Sent once the handshake has completed (emits inside the connect handler would race it).
         asyncio.get_running_loop().call_soon(
             lambda: asyncio.ensure_future(self.emit("connection.ack", protocol.connection_ack(conn), to=sid))
@@ -51,12 +51,16 @@ class NodeNamespace(socketio.AsyncNamespace):
         session = await self.get_session(sid)
         conn: protocol.Connection | None = session.get("conn") if session else None
         if conn is not None:
-            await sync_to_async(services.node_disconnected)(node_pk=conn.identity.node_pk, connection_id=sid)
+            await db_sync_to_async(services.node_disconnected)(node_pk=conn.identity.node_pk, connection_id=sid)
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
-        if event in ("connect", "disconnect"):
-            return await super().trigger_event(event, *args)
         sid = args[0]
+        # The server's own connect/disconnect run while the sid is pending (not yet, or no longer,
+        # connected). A client can also emit events *named* "connect" or "disconnect" once it is
+        # connected: those are frames like any other (refused by the protocol), or a daemon could
+        # mark its node disconnected, or re-run the handshake to reset its abuse budget.
+        if event in ("connect", "disconnect") and not self.server.manager.is_connected(sid, self.namespace):
+            return await super().trigger_event(event, *args)
         session = await self.get_session(sid)
         conn: protocol.Connection = session["conn"]
         message = args[1] if len(args) > 1 else None

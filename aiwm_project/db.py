@@ -1,0 +1,45 @@
+"""ORM work from async code (sockets, background loops) on long-lived worker threads.
+
+Django recycles database connections around HTTP requests only. A socket server's worker
+threads live as long as the process, so a connection the database dropped (a restart, a
+failover, an idle timeout) would stay broken in them forever. `db_sync_to_async` runs the
+function in a worker thread and, when it fails because the connection is gone (not for an
+SQL error), closes that connection and tries once more on a fresh one: nothing was applied
+through a dead connection, so the retry is safe.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.db.utils import InterfaceError, OperationalError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _with_reconnect(func: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(func)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except (InterfaceError, OperationalError):
+            if connection.in_atomic_block or connection.is_usable():
+                raise  # a real database error (or inside a caller's transaction): not ours to retry
+            connection.close()
+            return func(*args, **kwargs)
+
+    return run
+
+
+def db_sync_to_async(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """Like `sync_to_async`, for ORM work, with recovery from a dropped connection.
+
+    SQLite allows one writer, so there the work stays on one thread; PostgreSQL takes it in parallel.
+    """
+    runner: Any = sync_to_async(_with_reconnect(func), thread_sensitive=connection.vendor == "sqlite")
+    return runner  # type: ignore[no-any-return]
