@@ -13,6 +13,7 @@ from aiwm_project.api.viewsets import EntityViewSet
 from deployments.choices import LogLevel
 from deployments.models import Deployment, DeploymentLog
 from deployments.serializers import DeploymentLogSerializer, DeploymentSerializer
+from models_registry.views import MODEL_EXAMPLE
 from nodes.api import time_param
 from nodes.views import NODE_EXAMPLE
 
@@ -34,32 +35,7 @@ DEPLOYMENT_EXAMPLE_REQUEST = {
     "replicas": 2,
     "hardwareProfile": "gpu",
 }
-# The contract's own Model (2.1) and Node examples, as `model` and `node` are populated on reads.
-MODEL_EXAMPLE = {
-    "_id": "68f2b2c3d4e5f6a7b8c9d0e1",
-    "modelId": "llama-2-7b-v1",
-    "name": "Llama 2 7B",
-    "description": "Meta's Llama 2 7B parameter model",
-    "version": "1.0.0",
-    "type": "llm",
-    "framework": "pytorch",
-    "repository": "huggingface.co/meta-llama/Llama-2-7b-chat-hf",
-    "fileName": "model.safetensors",
-    "fileSize": 13476875264,
-    "isDownloaded": False,
-    "downloadPath": "",
-    "downloadProgress": 0,
-    "status": "queued",
-    "nodeId": "node-gpu-01",
-    "totalInference": 0,
-    "totalTokens": 0,
-    "totalProcessingTime": 0,
-    "tags": ["llm", "chat", "meta"],
-    "isActive": True,
-    **AUDIT,
-    "createdAt": "2025-11-16T11:00:00.000Z",
-    "updatedAt": "2025-11-16T11:00:00.000Z",
-}
+# The contract's own Model (2.1) and Node examples appear as `model` and `node`, populated on reads.
 DEPLOYMENT_EXAMPLE = {
     "_id": "68f2d4e5f6a7b8c9d0e1f2a3",
     **DEPLOYMENT_EXAMPLE_REQUEST,
