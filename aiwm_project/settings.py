@@ -159,6 +159,10 @@ AIWM_NODE_OFFLINE_AFTER_HEARTBEATS = 3
 # Heartbeats and metric points are written in batches this often (nodes.telemetry).
 AIWM_TELEMETRY_FLUSH_MS = env.int("AIWM_TELEMETRY_FLUSH_MS", default=50)
 AIWM_SWEEP_INTERVAL_SECONDS = env.float("AIWM_SWEEP_INTERVAL_SECONDS", default=10.0)
+# A command sent to a connected node and not acknowledged within this is sent again (same
+# messageId), at most AIWM_COMMAND_MAX_ATTEMPTS times in all; its step's timeout still applies.
+AIWM_COMMAND_ACK_TIMEOUT_SECONDS = env.int("AIWM_COMMAND_ACK_TIMEOUT_SECONDS", default=60)
+AIWM_COMMAND_MAX_ATTEMPTS = env.int("AIWM_COMMAND_MAX_ATTEMPTS", default=5)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["aiwm_project.auth.IAMJWTAuthentication"],

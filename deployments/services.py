@@ -69,7 +69,6 @@ def deployment_apply_node_status(*, org_id: str, node_id: str, deployment_id: st
     if status is None:
         raise ValidationFailed([f"data.status: must be one of: {', '.join(NODE_STATUS)}"])
     deployment = _node_deployment(org_id=org_id, node_id=node_id, deployment_id=deployment_id)
-    now = timezone.now()
     changes: dict[str, Any] = {"status": status, "is_running": status == DeploymentStatus.RUNNING}
     for key, field, limit in (
         ("containerId", "container_id", 128),
@@ -79,23 +78,50 @@ def deployment_apply_node_status(*, org_id: str, node_id: str, deployment_id: st
         if isinstance(data.get(key), str):
             changes[field] = data[key][:limit]
     if "health_status" in changes:
-        changes["last_health_check"] = now
+        changes["last_health_check"] = timezone.now()
+    described = ", ".join(f"{k}={v}" for k, v in changes.items() if k in ("status", "endpoint", "health_status"))
+    updated = deployment_set_state(
+        org_id=org_id,
+        deployment_id=deployment.deployment_id,
+        changes=changes,
+        event=f"node.{status}",
+        message=f"node {node_id} reported {described}",
+        severity=EventSeverity.ERROR if status == DeploymentStatus.FAILED else EventSeverity.INFO,
+        only_if_changed=True,
+    )
+    return updated or deployment
+
+
+def deployment_set_state(
+    *,
+    org_id: str,
+    deployment_id: str,
+    changes: dict[str, Any],
+    event: str,
+    message: str,
+    severity: str = EventSeverity.INFO,
+    only_if_changed: bool = False,
+) -> Deployment | None:
+    """Change a deployment's runtime state and log why in its events, under its row lock.
+
+    The one writer of a deployment's status: the node's reports (`deployment.status`) and the
+    engine's steps both come through here. With `only_if_changed`, nothing is written (no event
+    either) when every value is already as given. Returns None when the deployment does not exist
+    (an execution may name a resource id that was never a deployment).
+    """
+    now = timezone.now()
     with transaction.atomic():
-        current = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        current = Deployment.objects.for_org(org_id).select_for_update().filter(deployment_id=deployment_id).first()
+        if current is None:
+            return None
         changed = {k: v for k, v in changes.items() if getattr(current, k) != v}
-        if not changed:
+        if only_if_changed and not changed:
             return current
-        Deployment.objects.filter(pk=deployment.pk).update(**changed, updated_at=now)
-        described = ", ".join(f"{k}={v}" for k, v in changed.items() if k in ("status", "endpoint", "health_status"))
-        severity = EventSeverity.ERROR if status == DeploymentStatus.FAILED else EventSeverity.INFO
-        deployment_record_event(
-            deployment=current,
-            event=f"node.{status}",
-            message=f"node {node_id} reported {described}",
-            severity=severity,
-        )
-    for key, value in changed.items():
-        setattr(current, key, value)
+        if changed:
+            Deployment.objects.filter(pk=current.pk).update(**changed, updated_at=now)
+            for key, value in changed.items():
+                setattr(current, key, value)
+        deployment_record_event(deployment=current, event=event, message=message, severity=severity)
     return current
 
 

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from aiwm_project.api.schema import entity_schema_view
+from aiwm_project.api.serializers import StrictBooleanField, StrictIntegerField
 from aiwm_project.api.viewsets import EntityViewSet
 from deployments.choices import LogLevel
 from deployments.models import Deployment, DeploymentLog
 from deployments.serializers import DeploymentLogSerializer, DeploymentSerializer
+from executions.workflows import deployment_start, deployment_stop
 from models_registry.views import MODEL_EXAMPLE
 from nodes.api import time_param
 from nodes.views import NODE_EXAMPLE
+
+
+class StopRequestSerializer(serializers.Serializer):
+    gracefulShutdown = StrictBooleanField(required=False, default=True)
+    timeoutSeconds = StrictIntegerField(
+        required=False, default=30, min_value=0, max_value=3600, help_text="Grace period the node gives the container."
+    )
+
+
+DeploymentLifecycleResponse = inline_serializer(
+    "DeploymentLifecycleResponse",
+    {"message": serializers.CharField(), "deployment": DeploymentSerializer(), "executionId": serializers.CharField()},
+)
 
 OWNER = {"orgId": "68dd05b175d9e3c17bf97f60", "userId": "68dcf365f6a92c0d4911b619", "groupId": ""}
 AUDIT = {
@@ -125,3 +141,44 @@ class DeploymentViewSet(EntityViewSet):
             queryset = queryset.filter(level=level)
         page = self.paginate_queryset(queryset.order_by("timestamp", "id"))
         return self.get_paginated_response(DeploymentLogSerializer(page, many=True).data)
+
+    # --- lifecycle, through the execution engine ---
+
+    def _lifecycle_response(self, message: str, deployment: Deployment, execution_id: str) -> Response:
+        return Response(
+            {"message": message, "deployment": self.get_serializer(deployment).data, "executionId": execution_id}
+        )
+
+    @extend_schema(
+        summary="Start the deployment: a deploy-model execution (download unless present, then deployment.start)",
+        description="Answers at once with the execution that does the work; the deployment's `status` follows "
+        "its node's reports (`pending` until the node says `running`). 409 when it is running or a workflow "
+        "on it is still active.",
+        tags=["Deployments"],
+        request=None,
+        responses={200: DeploymentLifecycleResponse},
+    )
+    @action(detail=True, methods=["post"], url_path="start", required_right="update")
+    def start(self, request: Request, id: str | None = None) -> Response:
+        deployment, execution = deployment_start(deployment=self.get_object(), actor=self.actor)
+        return self._lifecycle_response("Deployment started successfully", deployment, execution.execution_id)
+
+    @extend_schema(
+        summary="Stop the deployment: a stop-deployment execution (deployment.stop)",
+        description="A deploy still in progress is cancelled first. 409 when the deployment is stopped or "
+        "already being stopped.",
+        tags=["Deployments"],
+        request=StopRequestSerializer,
+        responses={200: DeploymentLifecycleResponse},
+    )
+    @action(detail=True, methods=["post"], url_path="stop", required_right="update")
+    def stop(self, request: Request, id: str | None = None) -> Response:
+        deployment = self.get_object()
+        body = self.action_body(StopRequestSerializer)
+        deployment, execution = deployment_stop(
+            deployment=deployment,
+            actor=self.actor,
+            graceful_shutdown=body["gracefulShutdown"],
+            timeout_seconds=body["timeoutSeconds"],
+        )
+        return self._lifecycle_response("Deployment stopped successfully", deployment, execution.execution_id)

@@ -63,6 +63,9 @@ class Execution(OwnedModel):
         default=DEFAULT_TIMEOUT_SECONDS, validators=[MinValueValidator(1), MaxValueValidator(MAX_TIMEOUT_SECONDS)]
     )
     timeout_at = models.DateTimeField(null=True, blank=True)
+    # The engine's own: when the sweep must look at this running execution next (the earliest of
+    # its timeout and its running steps' deadlines). Not part of the API.
+    next_check_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     result = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
@@ -88,10 +91,10 @@ class Execution(OwnedModel):
         indexes = [
             # status and category also answer the statistics' GROUP BY from the index alone.
             *tenant_indexes("exec", "status", "category", "resource_id", "node_id"),
-            # The engine's timeout sweep looks across organizations at running executions only.
+            # The engine's sweep looks across organizations at running executions that are due.
             models.Index(
-                fields=["timeout_at"],
+                fields=["next_check_at"],
                 condition=Q(status=ExecutionStatus.RUNNING, is_deleted=False),
-                name="exec_running_timeout_at",
+                name="exec_running_next_check",
             ),
         ]

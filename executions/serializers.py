@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
-from aiwm_project.api.serializers import EntitySerializer
+from aiwm_project.api.serializers import EntitySerializer, StrictBooleanField, StrictCharField, StrictIntegerField
 from executions.choices import CommandType, StepStatus
 from executions.models import MAX_RETRIES_LIMIT, MAX_STEPS, MAX_TIMEOUT_SECONDS, Execution
 from executions.steps import command_type_problem
@@ -19,13 +19,20 @@ TIMEOUT_MESSAGES: dict[str, Any] = {
 }
 
 
-class StrictIntegerField(serializers.IntegerField):
-    """A JSON integer only: "1", 1.0 and true are type errors, not silently converted step indexes."""
+class StartRequestSerializer(serializers.Serializer):
+    force = StrictBooleanField(required=False, default=False, help_text="Restart even if already running.")
 
-    def to_internal_value(self, data: Any) -> int:
-        if isinstance(data, bool) or not isinstance(data, int):
-            self.fail("invalid")
-        return super().to_internal_value(data)
+
+class CancelRequestSerializer(serializers.Serializer):
+    reason = StrictCharField(required=False, default="", allow_blank=True, max_length=1000)
+
+
+class RetryRequestSerializer(serializers.Serializer):
+    resetSteps = StrictBooleanField(
+        required=False,
+        default=True,
+        help_text="true: every step runs again; false: only failed/skipped steps and the steps after them.",
+    )
 
 
 class CommandTypeField(serializers.ChoiceField):

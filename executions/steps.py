@@ -62,6 +62,11 @@ def new_step_document(definition: Mapping[str, Any], *, default_node_id: str | N
     }
 
 
+def reset_step(step: Mapping[str, Any]) -> StepDocument:
+    """The stored step with its run state cleared, to run again (start with force, retry)."""
+    return new_step_document(step_definition(step), default_node_id=step.get("nodeId"))
+
+
 def step_definition(step: Mapping[str, Any]) -> dict[str, Any]:
     """The client-defined part of a stored step (to tell a real edit from a round-tripped GET body)."""
     return {key: step.get(key) for key in DEFINITION_KEYS}

@@ -1,4 +1,4 @@
-"""Executions REST endpoints: CRUD and statistics (start/cancel/retry belong to the engine)."""
+"""Executions REST endpoints: CRUD, statistics, and the engine's start/cancel/retry."""
 
 from __future__ import annotations
 
@@ -13,9 +13,15 @@ from rest_framework.response import Response
 from aiwm_project.api.schema import entity_schema_view
 from aiwm_project.api.viewsets import EntityViewSet
 from executions.choices import ExecutionCategory, ExecutionStatus
+from executions.engine import execution_cancel, execution_retry, execution_start
 from executions.models import Execution
 from executions.selectors import execution_statistics
-from executions.serializers import ExecutionSerializer
+from executions.serializers import (
+    CancelRequestSerializer,
+    ExecutionSerializer,
+    RetryRequestSerializer,
+    StartRequestSerializer,
+)
 from executions.services import execution_create, execution_delete, execution_update
 
 OWNER_EXAMPLE = {"orgId": "68dd05b175d9e3c17bf97f60", "userId": "68dcf365f6a92c0d4911b619", "groupId": ""}
@@ -180,3 +186,44 @@ class ExecutionViewSet(EntityViewSet):
     def statistics_summary(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         user: Any = request.user
         return Response(execution_statistics(org_id=getattr(user, "org_id", None)))
+
+    # --- the engine ---
+
+    def _engine_response(self, execution: Execution) -> Response:
+        return Response(self.get_serializer(execution).data)
+
+    @extend_schema(
+        summary="Start a pending execution (force=true restarts a running one; otherwise 409)",
+        tags=["Executions"],
+        request=StartRequestSerializer,
+        responses={200: ExecutionSerializer},
+    )
+    @action(detail=True, methods=["post"], url_path="start", required_right="update")
+    def start(self, request: Request, id: str | None = None) -> Response:
+        execution = self.get_object()
+        body = self.action_body(StartRequestSerializer)
+        return self._engine_response(execution_start(pk=execution.pk, force=body["force"], actor=self.actor))
+
+    @extend_schema(
+        summary="Cancel a pending or running execution (error USER_CANCELLED; running steps get command.cancel)",
+        tags=["Executions"],
+        request=CancelRequestSerializer,
+        responses={200: ExecutionSerializer},
+    )
+    @action(detail=True, methods=["post"], url_path="cancel", required_right="update")
+    def cancel(self, request: Request, id: str | None = None) -> Response:
+        execution = self.get_object()
+        body = self.action_body(CancelRequestSerializer)
+        return self._engine_response(execution_cancel(pk=execution.pk, reason=body["reason"], actor=self.actor))
+
+    @extend_schema(
+        summary="Retry a failed, timed-out or cancelled execution (409 once retryCount reaches maxRetries)",
+        tags=["Executions"],
+        request=RetryRequestSerializer,
+        responses={200: ExecutionSerializer},
+    )
+    @action(detail=True, methods=["post"], url_path="retry", required_right="update")
+    def retry(self, request: Request, id: str | None = None) -> Response:
+        execution = self.get_object()
+        body = self.action_body(RetryRequestSerializer)
+        return self._engine_response(execution_retry(pk=execution.pk, reset_steps=body["resetSteps"], actor=self.actor))

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
 from aiwm_project.api.schema import entity_schema_view
 from aiwm_project.api.viewsets import EntityViewSet
 from models_registry.models import AIModel
 from models_registry.serializers import AIModelSerializer
+
+ModelDownloadResponse = inline_serializer(
+    "ModelDownloadResponse",
+    {"message": serializers.CharField(), "model": AIModelSerializer(), "executionId": serializers.CharField()},
+)
 
 MODEL_EXAMPLE_REQUEST = {
     "modelId": "llama-2-7b-v1",
@@ -74,3 +87,24 @@ class AIModelViewSet(EntityViewSet):
         "totalInference": "total_inference",
         "totalTokens": "total_tokens",
     }
+
+    @extend_schema(
+        summary="Download the model to its node: a download-model execution (model.download)",
+        description="Answers at once with the execution that does the work; `status`, `downloadProgress`, "
+        "`isDownloaded` and `downloadPath` follow the node's reports. 400 when the model has no node; 409 while "
+        "another download of it is active.",
+        tags=["Models"],
+        request=None,
+        responses={200: ModelDownloadResponse},
+    )
+    @action(detail=True, methods=["post"], url_path="download", required_right="update")
+    def download(self, request: Request, id: str | None = None) -> Response:
+        from executions.workflows import model_download  # executions builds on the registry, not the reverse
+
+        model, execution = model_download(model=self.get_object(), actor=self.actor)
+        body: dict[str, Any] = {
+            "message": "Model download started",
+            "model": self.get_serializer(model).data,
+            "executionId": execution.execution_id,
+        }
+        return Response(body)

@@ -32,6 +32,9 @@ class CommandStatus(models.TextChoices):
     SUCCEEDED = "succeeded"  # command.result success
     FAILED = "failed"  # command.result error
     EXPIRED = "expired"  # never answered in time (the engine's sweep decides)
+    CANCELLED = (
+        "cancelled"  # withdrawn by the engine (execution cancelled or ended); a command.cancel follows if it was sent
+    )
 
 
 OPEN_COMMAND_STATUSES = (CommandStatus.QUEUED, CommandStatus.SENT, CommandStatus.ACKNOWLEDGED)

@@ -7,9 +7,12 @@ next `register.ack`'s `pendingCommands`.
 
 from __future__ import annotations
 
+import logging
 import uuid
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -20,8 +23,14 @@ from nodes import delivery
 from nodes.choices import OPEN_COMMAND_STATUSES, CommandStatus, CommandType
 from nodes.models import Node, NodeCommand
 
+logger = logging.getLogger("aiwm.nodes.commands")
+
 # How many open commands one register.ack carries; the rest follow on the next register.
 MAX_PENDING_ON_REGISTER = 100
+# A queued command normally leaves on commit; one older than this for a connected node was dropped
+# by a crash between commit and delivery.
+QUEUED_GRACE_SECONDS = 5
+REDELIVER_BATCH = 500
 PRIORITIES = ("low", "normal", "high")
 
 
@@ -109,6 +118,23 @@ def commands_pending_for(*, org_id: str, node_id: str) -> list[dict[str, Any]]:
     return [command_envelope(row) for row in rows]
 
 
+class CommandObserver(Protocol):
+    """What a command belongs to (an execution's step) hears about its node's answers.
+
+    `lock` runs first, in the transaction that will change the command, so the owner's lock is
+    always taken before the command's row (the engine's own transitions lock in the same order).
+    `acknowledged`/`result` run in that transaction only when the command's row changed.
+    """
+
+    def lock(self, command: NodeCommand) -> None: ...
+    def acknowledged(self, command: NodeCommand, message_id: str) -> None: ...
+    def result(self, command: NodeCommand, message_id: str, data: dict[str, Any]) -> None: ...
+
+
+# Registered by apps that own commands (executions, in its AppConfig.ready); nodes knows none of them.
+OBSERVERS: list[CommandObserver] = []
+
+
 def _open_command(org_id: str, node_id: str, message_id: Any) -> NodeCommand:
     if not isinstance(message_id, str) or not message_id:
         raise ValidationFailed(["data.originalMessageId: required"])
@@ -119,22 +145,31 @@ def _open_command(org_id: str, node_id: str, message_id: Any) -> NodeCommand:
     return command
 
 
-def command_acknowledged(*, org_id: str, node_id: str, original_message_id: Any) -> NodeCommand:
+def command_acknowledged(*, org_id: str, node_id: str, original_message_id: Any, message_id: str = "") -> NodeCommand:
     """`command.ack`: queued/sent -> acknowledged (a CAS; a late ack after the result changes nothing)."""
     command = _open_command(org_id, node_id, original_message_id)
     now = timezone.now()
-    NodeCommand.objects.filter(pk=command.pk, status__in=[CommandStatus.QUEUED, CommandStatus.SENT]).update(
-        status=CommandStatus.ACKNOWLEDGED, acknowledged_at=now, updated_at=now
-    )
-    command.refresh_from_db()
+    with transaction.atomic():
+        for observer in OBSERVERS:
+            observer.lock(command)
+        changed = NodeCommand.objects.filter(
+            pk=command.pk, status__in=[CommandStatus.QUEUED, CommandStatus.SENT]
+        ).update(status=CommandStatus.ACKNOWLEDGED, acknowledged_at=now, updated_at=now)
+        command.refresh_from_db()
+        if changed:
+            for observer in OBSERVERS:
+                observer.acknowledged(command, message_id)
+        else:
+            logger.info("command.ack %s for %s command %s ignored", message_id, command.status, command.message_id)
     return command
 
 
 def command_result_received(
-    *, org_id: str, node_id: str, original_message_id: Any, data: dict[str, Any]
+    *, org_id: str, node_id: str, original_message_id: Any, data: dict[str, Any], message_id: str = ""
 ) -> NodeCommand:
     """`command.result`: success -> succeeded with its result, error -> failed with the node's
-    error, anything else is a progress report. Only an open command changes (a CAS on status)."""
+    error, anything else is a progress report. Only an open command changes (a CAS on status):
+    a result for a finished, expired or cancelled command is logged and changes nothing."""
     command = _open_command(org_id, node_id, original_message_id)
     now = timezone.now()
     outcome = data.get("status")
@@ -146,10 +181,96 @@ def command_result_received(
         changes.update(status=CommandStatus.SUCCEEDED, completed_at=now, progress=100.0)
         changes["result"] = data.get("result") if isinstance(data.get("result"), dict | list) else None
     elif outcome == "error":
-        error = data.get("error")
         changes.update(status=CommandStatus.FAILED, completed_at=now)
-        changes["error"] = error if isinstance(error, dict) else {"code": "UNKNOWN", "message": str(error)[:1000]}
-    open_statuses = list(OPEN_COMMAND_STATUSES)
-    NodeCommand.objects.filter(pk=command.pk, status__in=open_statuses).update(**changes)
-    command.refresh_from_db()
+        changes["error"] = node_error(data.get("error"))
+    with transaction.atomic():
+        for observer in OBSERVERS:
+            observer.lock(command)
+        changed = NodeCommand.objects.filter(pk=command.pk, status__in=list(OPEN_COMMAND_STATUSES)).update(**changes)
+        command.refresh_from_db()
+        if changed:
+            for observer in OBSERVERS:
+                observer.result(command, message_id, data)
+        else:
+            logger.info("command.result %s for %s command %s ignored", message_id, command.status, command.message_id)
     return command
+
+
+def node_error(error: Any) -> dict[str, Any]:
+    """A node's `error` as {code, message, details}, whatever shape it came in (bounded)."""
+    if not isinstance(error, dict):
+        return {"code": "UNKNOWN", "message": str(error)[:1000] if error is not None else "no error given"}
+    code, message = error.get("code"), error.get("message")
+    shaped: dict[str, Any] = {
+        "code": code[:64] if isinstance(code, str) and code else "UNKNOWN",
+        "message": message[:4000] if isinstance(message, str) else "",
+    }
+    if error.get("details") is not None:
+        shaped["details"] = error["details"]
+    return shaped
+
+
+def command_withdraw(*, message_id: str, reason: str, status: str = CommandStatus.CANCELLED) -> NodeCommand | None:
+    """Close an open command the server no longer wants (its step was cancelled or timed out).
+
+    The command becomes `status` (cancelled or expired), so a late answer to it changes nothing.
+    If it had reached the node (sent or acknowledged), a `command.cancel` naming it follows, through
+    the outbox like any command. Returns that cancel command, or None when nothing was sent.
+    """
+    command = NodeCommand.objects.filter(message_id=message_id).first()
+    if command is None:
+        return None
+    now = timezone.now()
+    was_sent = command.status in (CommandStatus.SENT, CommandStatus.ACKNOWLEDGED)
+    closed = NodeCommand.objects.filter(pk=command.pk, status__in=list(OPEN_COMMAND_STATUSES)).update(
+        status=status, completed_at=now, updated_at=now, error={"code": status.upper(), "message": reason[:1000]}
+    )
+    if not closed or not was_sent:
+        return None
+    metadata = {key: command.metadata[key] for key in ("executionId", "stepIndex") if key in command.metadata}
+    return send_command(
+        org_id=command.owner_org_id,
+        node_id=command.node_id,
+        type=CommandType.COMMAND_CANCEL,
+        resource={"type": "command", "id": command.message_id},
+        data={"originalMessageId": command.message_id, "reason": reason[:1000]},
+        metadata={**metadata, "priority": "high"},
+        actor_id=command.created_by,
+    )
+
+
+def commands_redeliver(*, now: datetime | None = None) -> int:
+    """The sweep's outbox pass: deliver what a crash left undelivered, re-send what was not acknowledged.
+
+    - A command still queued for a connected node (its process died between commit and delivery)
+      is delivered, by the same compare-and-swap as always, so it goes out once.
+    - A command sent but not acknowledged after AIWM_COMMAND_ACK_TIMEOUT_SECONDS is sent again,
+      with the same messageId (a daemon that did get it recognises the repeat), up to
+      AIWM_COMMAND_MAX_ATTEMPTS times; a CAS on (status, attempts) keeps concurrent sweeps from
+      sending it twice in one round.
+    """
+    now = now or timezone.now()
+    connected = Node.objects.filter(is_deleted=False, websocket_connected=True)
+    stale_queued = NodeCommand.objects.filter(
+        status=CommandStatus.QUEUED, created_at__lte=now - timedelta(seconds=QUEUED_GRACE_SECONDS)
+    )
+    delivered = 0
+    for command in stale_queued.order_by("created_at")[:REDELIVER_BATCH]:
+        if connected.filter(owner_org_id=command.owner_org_id, node_id=command.node_id).exists():
+            delivered += deliver_command(command_pk=command.pk)
+    unacknowledged = NodeCommand.objects.filter(
+        status=CommandStatus.SENT,
+        sent_at__lte=now - timedelta(seconds=settings.AIWM_COMMAND_ACK_TIMEOUT_SECONDS),
+        attempts__lt=settings.AIWM_COMMAND_MAX_ATTEMPTS,
+    )
+    for command in unacknowledged.order_by("sent_at")[:REDELIVER_BATCH]:
+        if not connected.filter(owner_org_id=command.owner_org_id, node_id=command.node_id).exists():
+            continue  # it goes out in pendingCommands when the node registers again
+        resent = NodeCommand.objects.filter(pk=command.pk, status=CommandStatus.SENT, attempts=command.attempts).update(
+            sent_at=now, updated_at=now, attempts=F("attempts") + 1
+        )
+        if resent:
+            command.sent_at = now
+            delivery.deliver_to_node(command.owner_org_id, command.node_id, command.type, command_envelope(command))
+            delivered += 1
+    return delivered

@@ -145,6 +145,7 @@ def on_command_ack(conn: Connection, message: dict[str, Any]) -> list[Reply]:
         org_id=conn.identity.org_id,
         node_id=conn.identity.node_id,
         original_message_id=message["data"].get("originalMessageId"),
+        message_id=message["messageId"],
     )
     return []
 
@@ -155,6 +156,7 @@ def on_command_result(conn: Connection, message: dict[str, Any]) -> list[Reply]:
         node_id=conn.identity.node_id,
         original_message_id=message["data"].get("originalMessageId"),
         data=message["data"],
+        message_id=message["messageId"],
     )
     return []
 

@@ -143,17 +143,21 @@ def _write_heartbeats_pg(changes: list[tuple[str, dict[str, Any]]]) -> None:
     (NULL in the recordset) and kept (`COALESCE`): heartbeat_changes never sets a NULL."""
     names = sorted({name for _, change in changes for name in change})
     fields = [_field(name) for name in names]
+    column = {name: str(f.column) for name, f in zip(names, fields, strict=True)}
     pk = Node._meta.pk
     quote = connection.ops.quote_name
     assignments = ", ".join(f"{quote(f.column)} = COALESCE(v.{quote(f.column)}, n.{quote(f.column)})" for f in fields)
     record = ", ".join(f"{quote(f.column)} {f.db_type(connection)}" for f in [pk, *fields])
+    # `n._id = ANY(...)` too: the planner estimates 100 rows for a function scan and would otherwise
+    # hash-join against a sequential scan of the whole table (every node of every organization).
     sql = (
         f"UPDATE {quote(Node._meta.db_table)} AS n SET {assignments}"
-        f" FROM jsonb_to_recordset(%s::jsonb) AS v({record}) WHERE n.{quote(pk.column)} = v.{quote(pk.column)}"
+        f" FROM jsonb_to_recordset(%s::jsonb) AS v({record})"
+        f" WHERE n.{quote(pk.column)} = v.{quote(pk.column)} AND n.{quote(pk.column)} = ANY(%s)"
     )
-    rows = [{pk.column: node_pk, **{_field(k).column: v for k, v in change.items()}} for node_pk, change in changes]
+    rows = [{pk.column: node_pk, **{column[k]: v for k, v in change.items()}} for node_pk, change in changes]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [json.dumps(rows, default=_json_default)])
+        cursor.execute(sql, [json.dumps(rows, default=_json_default), [node_pk for node_pk, _ in changes]])
 
 
 def _insert_metrics_pg(points: list[_Point]) -> None:

@@ -56,6 +56,33 @@ class IsoDateTimeField(serializers.DateTimeField):
         },
     )
 )
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON boolean only: "yes", 1 and "false" are errors, not a guess about a restart or a reset."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only: "1", 1.0 and true are type errors, not silently converted step indexes."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string only: 7 is a type error, not the text "7"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class OwnerField(serializers.Field):
     def __init__(self, **kwargs: Any):
         super().__init__(source="*", read_only=True, **kwargs)

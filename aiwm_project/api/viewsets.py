@@ -61,6 +61,12 @@ class EntityViewSet(viewsets.ModelViewSet):
         """The caller (every endpoint here requires an authenticated IAM principal)."""
         return cast(Principal, self.request.user)
 
+    def action_body(self, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
+        """An action's request body validated by its serializer (400 with the contract's body)."""
+        body = serializer_class(data=self.request.data if self.request.data is not None else {})
+        body.is_valid(raise_exception=True)
+        return dict(body.validated_data)
+
     # --- reads ---
     def get_queryset(self) -> QuerySet:
         user: Any = self.request.user if self.request else None

@@ -1,0 +1,105 @@
+"""What a step's progress means for the resource it acts on: the model it downloads, the
+deployment it starts or stops. Called by the engine inside its transition (same transaction), so
+a resource's state and the step that moved it commit together.
+
+Only the engine's own commands move resources here; a command sent by hand through
+`POST /api/nodes/:id/commands` moves nothing but itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deployments.choices import DeploymentStatus, EventSeverity
+from deployments.services import deployment_set_state
+from executions.choices import CommandType, ExecutionStatus, ResourceType
+from executions.models import Execution
+from executions.steps import StepDocument
+from models_registry.choices import ModelStatus
+from models_registry.services import model_apply_download_report
+
+
+def _target(step: StepDocument) -> tuple[str, str] | None:
+    command = step.get("command") or {}
+    resource = command.get("resource") or {}
+    if not isinstance(resource.get("id"), str):
+        return None
+    return command["type"], resource["id"]
+
+
+def _model(execution: Execution, step: StepDocument, **report: Any) -> None:
+    target = _target(step)
+    if target and target[0] == CommandType.MODEL_DOWNLOAD:
+        model_apply_download_report(org_id=execution.owner_org_id, model_id=target[1], node_id=step["nodeId"], **report)
+
+
+def _deployment(execution: Execution, step: StepDocument, command_type: str, **change: Any) -> None:
+    target = _target(step)
+    if target and target[0] == command_type:
+        deployment_set_state(org_id=execution.owner_org_id, deployment_id=target[1], **change)
+
+
+def step_dispatched(execution: Execution, step: StepDocument) -> None:
+    _model(execution, step, status=ModelStatus.DOWNLOADING, progress=0)
+
+
+def step_progress(execution: Execution, step: StepDocument) -> None:
+    _model(execution, step, status=ModelStatus.DOWNLOADING, progress=step["progress"])
+
+
+def step_succeeded(execution: Execution, step: StepDocument) -> None:
+    result: dict[str, Any] = step["result"] if isinstance(step.get("result"), dict) else {}
+    data: dict[str, Any] = (step.get("command") or {}).get("data") or {}
+    path = result.get("downloadPath") or data.get("downloadPath") or ""
+    _model(execution, step, status=ModelStatus.READY, progress=100, path=path if isinstance(path, str) else "")
+    started: dict[str, Any] = {"status": DeploymentStatus.RUNNING, "is_running": True}
+    for key, field in (("endpoint", "endpoint"), ("containerId", "container_id")):
+        if isinstance(result.get(key), str):
+            started[field] = result[key]
+    where = f" at {started['endpoint']}" if started.get("endpoint") else ""
+    _deployment(
+        execution,
+        step,
+        CommandType.DEPLOYMENT_START,
+        changes=started,
+        event="engine.started",
+        message=f"node {step['nodeId']} started it{where} (execution {execution.execution_id}, step {step['index']})",
+    )
+    _deployment(
+        execution,
+        step,
+        CommandType.DEPLOYMENT_STOP,
+        changes={"status": DeploymentStatus.STOPPED, "is_running": False},
+        event="engine.stopped",
+        message=f"node {step['nodeId']} stopped it (execution {execution.execution_id}, step {step['index']})",
+    )
+
+
+def step_failed(execution: Execution, step: StepDocument) -> None:
+    _model(execution, step, status=ModelStatus.ERROR)
+
+
+def execution_finished(execution: Execution) -> None:
+    """A deployment's workflow that failed or timed out leaves it failed, with the reason."""
+    if execution.resource_type != ResourceType.DEPLOYMENT or not execution.resource_id:
+        return
+    error = execution.error or {}
+    reason = f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
+    if execution.status in (ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT):
+        deployment_set_state(
+            org_id=execution.owner_org_id,
+            deployment_id=execution.resource_id,
+            changes={"status": DeploymentStatus.FAILED, "is_running": False},
+            event=f"execution.{execution.status}",
+            message=f"{execution.type} {execution.execution_id} {execution.status}: {reason}",
+            severity=EventSeverity.ERROR,
+        )
+    elif execution.status == ExecutionStatus.CANCELLED:
+        deployment_set_state(
+            org_id=execution.owner_org_id,
+            deployment_id=execution.resource_id,
+            changes={},
+            event="execution.cancelled",
+            message=f"{execution.type} {execution.execution_id} cancelled: {reason}",
+            severity=EventSeverity.WARNING,
+        )

@@ -1,0 +1,236 @@
+"""The workflows the service builds itself: start a deployment, stop it, download a model.
+
+Each is an ordinary execution (listed, cancellable and retryable like any other) created and
+started in one transaction, holding the resource's row lock so two clicks cannot start two runs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import transaction
+
+from aiwm_project.auth import Principal
+from aiwm_project.exceptions import ConflictError, NotFoundError, ValidationFailed
+from deployments.choices import DeploymentStatus, HardwareProfile
+from deployments.models import Deployment
+from deployments.services import deployment_set_state
+from executions.choices import CommandType, ExecutionCategory, ExecutionStatus, ExecutionType, ResourceType
+from executions.engine import execution_cancel, execution_start
+from executions.models import Execution
+from executions.services import execution_create
+from models_registry.models import AIModel
+from nodes.models import Node
+
+# Step time limits (seconds). A download is bounded by the model's size; a week is the engine's cap.
+DOWNLOAD_TIMEOUT_SECONDS = 6 * 3600
+START_TIMEOUT_SECONDS = 600
+STOP_MARGIN_SECONDS = 60  # on top of the graceful shutdown the node is given
+DEFAULT_CONTAINER_PORT = 8080
+ACTIVE = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING)
+
+
+def _active_execution(org_id: str, resource_type: str, resource_id: str) -> Execution | None:
+    return (
+        Execution.objects.for_org(org_id)
+        .filter(resource_type=resource_type, resource_id=resource_id, status__in=ACTIVE)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def _locked_deployment(deployment: Deployment) -> Deployment:
+    locked = Deployment.objects.select_for_update().filter(pk=deployment.pk, is_deleted=False).first()
+    if locked is None:
+        raise NotFoundError(f"Deployment with ID {deployment.pk} not found")
+    return locked
+
+
+def model_path(model: AIModel) -> str:
+    """Where a node keeps the model: its reported path once downloaded, else one the service names
+    (sent in model.download and reused as deployment.start's modelPath, so both steps agree)."""
+    return model.download_path or f"/models/{model.model_id}"
+
+
+def _gpu_devices(node: Node, profile: str) -> list[str]:
+    devices = [str(d["deviceId"]) for d in node.gpu_devices or [] if isinstance(d, dict) and d.get("deviceId")]
+    if profile == HardwareProfile.CPU:
+        return []
+    return devices if profile == HardwareProfile.MULTI_GPU else devices[:1]
+
+
+def _download_step(model: AIModel, *, index: int, node_id: str) -> dict[str, Any]:
+    return {
+        "index": index,
+        "name": "Download model files",
+        "command": {
+            "type": CommandType.MODEL_DOWNLOAD,
+            "resource": {"type": ResourceType.MODEL, "id": model.model_id},
+            "data": {"repository": model.repository, "fileName": model.file_name, "downloadPath": model_path(model)},
+        },
+        "nodeId": node_id,
+        "timeoutSeconds": DOWNLOAD_TIMEOUT_SECONDS,
+        "dependsOn": [],
+        "optional": False,
+    }
+
+
+def deployment_start(*, deployment: Deployment, actor: Principal) -> tuple[Deployment, Execution]:
+    """Build and start a `deploy-model` execution: `model.download` on the deployment's node unless
+    the model is already there, then `deployment.start`. 409 when the deployment is running or a
+    workflow on it is still active."""
+    with transaction.atomic():
+        deployment = _locked_deployment(deployment)
+        if deployment.status == DeploymentStatus.RUNNING:
+            raise ConflictError(f"Deployment {deployment.deployment_id!r} is already running")
+        active = _active_execution(actor.org_id, ResourceType.DEPLOYMENT, deployment.deployment_id)
+        if active is not None:
+            raise ConflictError(
+                f"Deployment {deployment.deployment_id!r} has a {active.type} execution {active.execution_id!r} "
+                f"still {active.status}; wait for it or cancel it"
+            )
+        model = AIModel.objects.for_org(actor.org_id).filter(model_id=deployment.model_id).first()
+        node = Node.objects.for_org(actor.org_id).filter(node_id=deployment.node_id).first()
+        if model is None or node is None:  # protected references make this rare: a race with a delete
+            raise ValidationFailed(
+                [f"deployment {deployment.deployment_id!r} names a model or node that no longer exists"]
+            )
+        steps = []
+        if not (model.is_downloaded and model.node_id == node.node_id):
+            steps.append(_download_step(model, index=0, node_id=node.node_id))
+        data = {
+            "modelPath": model_path(model),
+            "containerName": deployment.container_name or f"aiwm-{deployment.deployment_id}",
+            "port": deployment.container_port or DEFAULT_CONTAINER_PORT,
+            "replicas": deployment.replicas,
+            "gpuDevices": _gpu_devices(node, deployment.hardware_profile),
+        }
+        steps.append(
+            {
+                "index": len(steps),
+                "name": "Start container",
+                "command": {
+                    "type": CommandType.DEPLOYMENT_START,
+                    "resource": {"type": ResourceType.DEPLOYMENT, "id": deployment.deployment_id},
+                    "data": data,
+                },
+                "nodeId": node.node_id,
+                "timeoutSeconds": START_TIMEOUT_SECONDS,
+                "dependsOn": list(range(len(steps))),
+                "optional": False,
+            }
+        )
+        execution_id = str(uuid.uuid4())
+        deployment = _requested(deployment, execution_id, "start", DeploymentStatus.PENDING)
+        execution = _create_and_start(
+            actor,
+            execution_id=execution_id,
+            name=f"Deploy {model.name} ({deployment.deployment_id})",
+            category=ExecutionCategory.DEPLOYMENT,
+            type=ExecutionType.DEPLOY_MODEL,
+            resource_type=ResourceType.DEPLOYMENT,
+            resource_id=deployment.deployment_id,
+            node_id=node.node_id,
+            timeout_seconds=sum(step["timeoutSeconds"] for step in steps),
+            steps=steps,
+        )
+        deployment.refresh_from_db()
+    return deployment, execution
+
+
+def deployment_stop(
+    *, deployment: Deployment, actor: Principal, graceful_shutdown: bool = True, timeout_seconds: int = 30
+) -> tuple[Deployment, Execution]:
+    """Build and start a `stop-deployment` execution (`deployment.stop`). A deploy still in progress
+    is cancelled first (its node gets `command.cancel`). 409 when the deployment is stopped or is
+    already being stopped."""
+    with transaction.atomic():
+        deployment = _locked_deployment(deployment)
+        if deployment.status == DeploymentStatus.STOPPED:
+            raise ConflictError(f"Deployment {deployment.deployment_id!r} is already stopped")
+        active = _active_execution(actor.org_id, ResourceType.DEPLOYMENT, deployment.deployment_id)
+        if active is not None and active.type == ExecutionType.STOP_DEPLOYMENT:
+            raise ConflictError(
+                f"Deployment {deployment.deployment_id!r} is already being stopped by execution {active.execution_id!r}"
+            )
+        if active is not None:
+            execution_cancel(pk=active.pk, reason="superseded by a stop request", actor=actor)
+        step = {
+            "index": 0,
+            "name": "Stop container",
+            "command": {
+                "type": CommandType.DEPLOYMENT_STOP,
+                "resource": {"type": ResourceType.DEPLOYMENT, "id": deployment.deployment_id},
+                "data": {"gracefulShutdown": graceful_shutdown, "timeoutSeconds": timeout_seconds},
+            },
+            "nodeId": deployment.node_id,
+            "timeoutSeconds": timeout_seconds + STOP_MARGIN_SECONDS,
+            "dependsOn": [],
+            "optional": False,
+        }
+        execution_id = str(uuid.uuid4())
+        deployment = _requested(deployment, execution_id, "stop", None)
+        execution = _create_and_start(
+            actor,
+            execution_id=execution_id,
+            name=f"Stop {deployment.deployment_id}",
+            category=ExecutionCategory.DEPLOYMENT,
+            type=ExecutionType.STOP_DEPLOYMENT,
+            resource_type=ResourceType.DEPLOYMENT,
+            resource_id=deployment.deployment_id,
+            node_id=deployment.node_id,
+            timeout_seconds=step["timeoutSeconds"],
+            steps=[step],
+        )
+        deployment.refresh_from_db()
+    return deployment, execution
+
+
+def model_download(*, model: AIModel, actor: Principal) -> tuple[AIModel, Execution]:
+    """Build and start a `download-model` execution on the model's node. 400 when the model has no
+    node; 409 while another download of it is active."""
+    with transaction.atomic():
+        locked = AIModel.objects.select_for_update().filter(pk=model.pk, is_deleted=False).first()
+        if locked is None:
+            raise NotFoundError(f"Model with ID {model.pk} not found")
+        if not locked.node_id:
+            raise ValidationFailed(["nodeId: the model has no node to download it to; set its nodeId first"])
+        active = _active_execution(actor.org_id, ResourceType.MODEL, locked.model_id)
+        if active is not None:
+            raise ConflictError(
+                f"Model {locked.model_id!r} is already being downloaded by execution {active.execution_id!r}"
+            )
+        step = _download_step(locked, index=0, node_id=locked.node_id)
+        execution = _create_and_start(
+            actor,
+            name=f"Download {locked.name}",
+            category=ExecutionCategory.MODEL,
+            type=ExecutionType.DOWNLOAD_MODEL,
+            resource_type=ResourceType.MODEL,
+            resource_id=locked.model_id,
+            node_id=locked.node_id,
+            timeout_seconds=step["timeoutSeconds"],
+            steps=[step],
+        )
+        locked.refresh_from_db()
+    return locked, execution
+
+
+def _create_and_start(actor: Principal, **fields: Any) -> Execution:
+    execution = execution_create(data=fields, actor=actor)
+    return execution_start(pk=execution.pk, actor=actor)
+
+
+def _requested(deployment: Deployment, execution_id: str, verb: str, status: str | None) -> Deployment:
+    changes = {"status": status} if status else {}
+    if status == DeploymentStatus.PENDING:
+        changes["is_running"] = False  # type: ignore[assignment]
+    updated = deployment_set_state(
+        org_id=deployment.owner_org_id,
+        deployment_id=deployment.deployment_id,
+        changes=changes,
+        event=f"{verb}.requested",
+        message=f"{verb} requested: execution {execution_id}",
+    )
+    return updated or deployment
