@@ -53,6 +53,11 @@ def chain(n: int = 3, **extra: Any) -> Execution:
     return create([step(i, [i - 1] if i else []) for i in range(n)], **extra)
 
 
+def error_of(execution: Execution) -> dict[str, Any]:
+    assert isinstance(execution.error, dict), execution.error
+    return execution.error
+
+
 def fresh(execution: Execution) -> Execution:
     return Execution.objects.get(pk=execution.pk)
 
@@ -187,8 +192,8 @@ def test_a_step_whose_node_was_deleted_fails_with_node_not_found() -> None:
     entity_delete(instance=Node.objects.get(node_id="node-gpu-02"), actor=OWNER_A)
     started = execution_start(pk=execution.pk, actor=OWNER_A)
     assert started.status == "failed"
-    assert started.error["code"] == "NODE_NOT_FOUND"
-    assert started.error["stepIndex"] == 0 and started.error["nodeId"] == "node-gpu-02"
+    assert error_of(started)["code"] == "NODE_NOT_FOUND"
+    assert error_of(started)["stepIndex"] == 0 and error_of(started)["nodeId"] == "node-gpu-02"
 
 
 # --- steps: running -> completed, DAG order ------------------------------------------------
@@ -299,7 +304,7 @@ def test_a_step_past_its_timeout_fails_with_step_timeout_and_the_execution_times
     assert executions_sweep(now=later(31)) == 1
     current = fresh(execution)
     assert current.status == "timeout"
-    assert current.error["code"] == "STEP_TIMEOUT" and current.error["stepIndex"] == 0
+    assert error_of(current)["code"] == "STEP_TIMEOUT" and error_of(current)["stepIndex"] == 0
     assert current.steps[0]["status"] == "failed"
     assert command_of(execution, 0).status == CommandStatus.EXPIRED
     assert len(cancels_for(current.steps[0]["sentMessageId"])) == 1
@@ -341,7 +346,7 @@ def test_an_execution_past_its_timeout_times_out_during_a_running_step() -> None
     mark_sent(execution, 0)
     executions_sweep(now=later(61))
     current = fresh(execution)
-    assert current.status == "timeout" and current.error["code"] == "EXECUTION_TIMEOUT"
+    assert current.status == "timeout" and error_of(current)["code"] == "EXECUTION_TIMEOUT"
     assert current.steps[0]["status"] == "failed" and current.steps[0]["error"]["code"] == "CANCELLED"
     assert len(cancels_for(current.steps[0]["sentMessageId"])) == 1
     assert current.steps[1]["status"] == "pending"
@@ -377,8 +382,8 @@ def test_cancel_a_running_execution_withdraws_its_running_steps() -> None:
     execution_start(pk=execution.pk, actor=OWNER_A)
     mark_sent(execution, 0)
     cancelled = execution_cancel(pk=execution.pk, reason="", actor=OWNER_A)
-    assert cancelled.status == "cancelled" and cancelled.error["code"] == "USER_CANCELLED"
-    assert cancelled.error["message"] == "Cancelled by user"
+    assert cancelled.status == "cancelled" and error_of(cancelled)["code"] == "USER_CANCELLED"
+    assert error_of(cancelled)["message"] == "Cancelled by user"
     assert [s["status"] for s in cancelled.steps] == ["failed", "failed", "pending"]
     cancel = cancels_for(cancelled.steps[0]["sentMessageId"])
     assert len(cancel) == 1
