@@ -111,16 +111,27 @@ class OwnedModelAdmin(admin.ModelAdmin):
             # E.g. a rule of the entity's service, or a race with the engine: report it, no 500 page.
             self.message_user(request, f"{original}: {exc.message} {' '.join(exc.errors)}".strip(), messages.ERROR)
 
+    def run_service_action(
+        self, request: HttpRequest, queryset: QuerySet, done: str, call: Callable[[Any, Principal], Any]
+    ) -> None:
+        """Apply a service to each selected record as the admin user; a refusal is reported per record."""
+        count = 0
+        for obj in queryset:
+            try:
+                call(obj, admin_actor(request, obj))
+                count += 1
+            except ServiceError as exc:
+                self.message_user(request, f"{obj}: {exc.message} {' '.join(exc.errors)}".strip(), messages.ERROR)
+        self.message_user(request, f"{done} {count} record(s).", messages.SUCCESS)
+
     @admin.action(description="Soft delete selected records")
     def soft_delete_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
-        deleted = 0
-        for obj in queryset.filter(is_deleted=False):
-            try:
-                self.delete_service(instance=obj, actor=admin_actor(request, obj))
-                deleted += 1
-            except ServiceError as exc:
-                self.message_user(request, f"{obj}: {exc.message}", messages.ERROR)
-        self.message_user(request, f"Soft-deleted {deleted} record(s).", messages.SUCCESS)
+        self.run_service_action(
+            request,
+            queryset.filter(is_deleted=False),
+            "Soft-deleted",
+            lambda obj, actor: self.delete_service(instance=obj, actor=actor),
+        )
 
 
 @admin.register(LocalIdentity)

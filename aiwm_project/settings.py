@@ -222,3 +222,6 @@ LOGGING = {
 
 # The embedded default runs the periodic sweep in the web process (Celery beat does with Redis).
 AIWM_IN_PROCESS_SWEEP = env.bool("AIWM_IN_PROCESS_SWEEP", default=True)
+# Garbage collector settings of the web process (aiwm_project.asgi.tune_gc_for_a_socket_server).
+AIWM_GC_TUNING = env.bool("AIWM_GC_TUNING", default=True)
+AIWM_GC_YOUNG_THRESHOLD = env.int("AIWM_GC_YOUNG_THRESHOLD", default=50_000)

@@ -11,11 +11,13 @@ from collections import Counter
 from typing import Any
 
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from aiwm_project.admin import OwnedModelAdmin
 from executions.choices import ExecutionStatus, StepStatus
+from executions.engine import execution_cancel, execution_retry, execution_start
 from executions.models import Execution
 from executions.serializers import ExecutionSerializer
 from executions.services import execution_delete, execution_update
@@ -69,6 +71,36 @@ class ExecutionAdmin(OwnedModelAdmin):
     api_serializer = ExecutionSerializer
     update_service = staticmethod(execution_update)
     delete_service = staticmethod(execution_delete)
+
+    actions = [*OwnedModelAdmin.actions, "start_selected", "cancel_selected", "retry_failed_steps", "retry_all_steps"]
+
+    # The engine's operations, as the API offers them (same services, same refusals).
+    @admin.action(description="Start selected (pending) executions")
+    def start_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self.run_service_action(
+            request, queryset, "Started", lambda obj, actor: execution_start(pk=obj.pk, actor=actor)
+        )
+
+    @admin.action(description="Cancel selected executions")
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self.run_service_action(
+            request,
+            queryset,
+            "Cancelled",
+            lambda obj, actor: execution_cancel(pk=obj.pk, reason="Cancelled by an operator", actor=actor),
+        )
+
+    @admin.action(description="Retry selected: failed and skipped steps and what follows them")
+    def retry_failed_steps(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self.run_service_action(
+            request, queryset, "Retried", lambda obj, actor: execution_retry(pk=obj.pk, reset_steps=False, actor=actor)
+        )
+
+    @admin.action(description="Retry selected: every step")
+    def retry_all_steps(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self.run_service_action(
+            request, queryset, "Retried", lambda obj, actor: execution_retry(pk=obj.pk, reset_steps=True, actor=actor)
+        )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         fields = super().get_readonly_fields(request, obj)

@@ -313,10 +313,8 @@ def _step_deadline(step: StepDocument) -> datetime | None:
 
 
 def _apply_deadlines(execution: Execution, now: datetime) -> None:
-    if execution.timeout_at and execution.timeout_at <= now:
-        message = f"Execution did not finish within {execution.timeout_seconds} seconds"
-        _finish(execution, ExecutionStatus.TIMEOUT, now, error={"code": "EXECUTION_TIMEOUT", "message": message})
-        return
+    """Steps first: when a step's deadline and the execution's pass together, the step's error
+    (which names the node and the step) is the more useful one."""
     for step in execution.steps:
         deadline = _step_deadline(step)
         if deadline is None or deadline > now or execution.status != RUNNING:
@@ -324,6 +322,10 @@ def _apply_deadlines(execution: Execution, now: datetime) -> None:
         message = f"Step {step['index']} did not finish within {step['timeoutSeconds']} seconds"
         commands.command_withdraw(message_id=step["sentMessageId"], reason=message, status=CommandStatus.EXPIRED)
         _step_failed(execution, step, now, {"code": "STEP_TIMEOUT", "message": message}, timed_out=True)
+    if execution.status == RUNNING and execution.timeout_at and execution.timeout_at <= now:
+        message = f"Execution did not finish within {execution.timeout_seconds} seconds"
+        _finish(execution, ExecutionStatus.TIMEOUT, now, error={"code": "EXECUTION_TIMEOUT", "message": message})
+        return
     _dispatch_ready(execution, now)
 
 

@@ -508,3 +508,20 @@ def test_an_answer_to_a_hand_sent_command_naming_an_execution_changes_nothing() 
     )
     answer_command(forged.message_id)
     assert statuses(execution) == ["running"]
+
+
+def test_the_sweep_command_runs_one_pass_and_reports_it() -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    execution = create([step(0, timeoutSeconds=1)])
+    execution_start(pk=execution.pk, actor=OWNER_A)
+    Execution.objects.filter(pk=execution.pk).update(next_check_at=timezone.now() - timedelta(seconds=1))
+    steps = fresh(execution).steps
+    steps[0]["startedAt"] = (timezone.now() - timedelta(seconds=5)).isoformat()
+    Execution.objects.filter(pk=execution.pk).update(steps=steps)
+    out = StringIO()
+    call_command("sweep", stdout=out)
+    assert "executions_advanced: 1" in out.getvalue()
+    assert fresh(execution).status == "timeout"

@@ -81,3 +81,41 @@ def test_soft_delete_action_refuses_running_executions(operator: Client, executi
     set_status("exec-1", "failed")
     operator.post("/admin/executions/execution/", action)
     assert Execution.objects.get(pk=execution["_id"]).is_deleted
+
+
+def _act(operator: Client, action: str, execution: dict) -> str:
+    response = operator.post(
+        "/admin/executions/execution/",
+        {"action": action, "_selected_action": [execution["_id"]]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    return " ".join(str(m) for m in response.context["messages"])
+
+
+def test_operators_start_cancel_and_retry_through_the_engine(operator: Client, personas: Personas) -> None:
+    make_node(personas.owner_a, "node-gpu-01")
+    command = {"type": "model.download", "resource": {"type": "model", "id": "llama"}}
+    body = {"name": "Download", "category": "model", "type": "download-model", "nodeId": "node-gpu-01"}
+    body["steps"] = [{"index": 0, "name": "Download", "command": command}]
+    execution = personas.owner_a.post(URL, body, format="json").json()
+    assert "Started 1" in _act(operator, "start_selected", execution)
+    current = Execution.objects.get(pk=execution["_id"])
+    assert current.status == "running" and current.steps[0]["status"] == "running"
+    assert "Cancelled 1" in _act(operator, "cancel_selected", execution)
+    current = Execution.objects.get(pk=execution["_id"])
+    assert current.status == "cancelled" and current.error == {
+        "code": "USER_CANCELLED",
+        "message": "Cancelled by an operator",
+    }
+    assert current.updated_by == "admin:ops"
+    assert "Retried 1" in _act(operator, "retry_failed_steps", execution)
+    current = Execution.objects.get(pk=execution["_id"])
+    assert current.retry_count == 1 and current.steps[0]["status"] == "running"
+
+
+def test_a_refused_engine_action_is_reported_not_a_500(operator: Client, execution: dict) -> None:
+    messages = _act(operator, "retry_all_steps", execution)  # a pending execution cannot be retried
+    assert "only a failed, timed-out or cancelled execution can be retried" in messages
+    assert "Retried 0" in messages
+    assert Execution.objects.get(pk=execution["_id"]).status == "pending"

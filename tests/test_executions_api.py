@@ -54,7 +54,7 @@ def stored_step(index: int, **definition: Any) -> dict[str, Any]:
 
 
 def set_status(execution_id: str, status: str, org_id: str = ORG_A) -> None:
-    """Stands in for the engine (a later issue), which owns status changes."""
+    """Puts an execution in a state directly, for tests of what the API allows in that state."""
     Execution.objects.filter(owner_org_id=org_id, execution_id=execution_id).update(status=status)
 
 
