@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -170,6 +170,7 @@ class DeploymentViewSet(EntityViewSet):
         tags=["Deployments"],
         request=StopRequestSerializer,
         responses={200: DeploymentLifecycleResponse},
+        examples=[OpenApiExample("Stop", value={"gracefulShutdown": True, "timeoutSeconds": 30}, request_only=True)],
     )
     @action(detail=True, methods=["post"], url_path="stop", required_right="update")
     def stop(self, request: Request, id: str | None = None) -> Response:

@@ -394,6 +394,7 @@ def _finish(execution: Execution, status: str, now: datetime, *, error: dict[str
     execution.status = status
     execution.completed_at = now
     execution.error = error
+    execution.next_check_at = None
     reason = (error or {}).get("message") or f"execution {status}"
     _withdraw_running_steps(execution, reason=f"execution {status}: {reason}")
     effects.execution_finished(execution)

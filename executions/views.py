@@ -197,6 +197,7 @@ class ExecutionViewSet(EntityViewSet):
         tags=["Executions"],
         request=StartRequestSerializer,
         responses={200: ExecutionSerializer},
+        examples=[OpenApiExample("Start", value={"force": False}, request_only=True)],
     )
     @action(detail=True, methods=["post"], url_path="start", required_right="update")
     def start(self, request: Request, id: str | None = None) -> Response:
@@ -209,6 +210,7 @@ class ExecutionViewSet(EntityViewSet):
         tags=["Executions"],
         request=CancelRequestSerializer,
         responses={200: ExecutionSerializer},
+        examples=[OpenApiExample("Cancel", value={"reason": "User requested cancellation"}, request_only=True)],
     )
     @action(detail=True, methods=["post"], url_path="cancel", required_right="update")
     def cancel(self, request: Request, id: str | None = None) -> Response:
@@ -221,6 +223,7 @@ class ExecutionViewSet(EntityViewSet):
         tags=["Executions"],
         request=RetryRequestSerializer,
         responses={200: ExecutionSerializer},
+        examples=[OpenApiExample("Retry", value={"resetSteps": True}, request_only=True)],
     )
     @action(detail=True, methods=["post"], url_path="retry", required_right="update")
     def retry(self, request: Request, id: str | None = None) -> Response:

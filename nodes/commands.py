@@ -217,15 +217,22 @@ def command_withdraw(*, message_id: str, reason: str, status: str = CommandStatu
     If it had reached the node (sent or acknowledged), a `command.cancel` naming it follows, through
     the outbox like any command. Returns that cancel command, or None when nothing was sent.
     """
-    command = NodeCommand.objects.filter(message_id=message_id).first()
-    if command is None:
-        return None
     now = timezone.now()
-    was_sent = command.status in (CommandStatus.SENT, CommandStatus.ACKNOWLEDGED)
-    closed = NodeCommand.objects.filter(pk=command.pk, status__in=list(OPEN_COMMAND_STATUSES)).update(
-        status=status, completed_at=now, updated_at=now, error={"code": status.upper(), "message": reason[:1000]}
-    )
-    if not closed or not was_sent:
+    with transaction.atomic():
+        # Under the command's row lock: a delivery committing meanwhile (a register, the sweep,
+        # another process's on_commit) cannot slip between "had it reached the node?" and the close.
+        command = (
+            NodeCommand.objects.select_for_update()
+            .filter(message_id=message_id, status__in=list(OPEN_COMMAND_STATUSES))
+            .first()
+        )
+        if command is None:
+            return None
+        was_sent = command.status in (CommandStatus.SENT, CommandStatus.ACKNOWLEDGED)
+        NodeCommand.objects.filter(pk=command.pk).update(
+            status=status, completed_at=now, updated_at=now, error={"code": status.upper(), "message": reason[:1000]}
+        )
+    if not was_sent:
         return None
     metadata = {key: command.metadata[key] for key in ("executionId", "stepIndex") if key in command.metadata}
     return send_command(

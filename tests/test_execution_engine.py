@@ -384,6 +384,7 @@ def test_cancel_a_running_execution_withdraws_its_running_steps() -> None:
     cancelled = execution_cancel(pk=execution.pk, reason="", actor=OWNER_A)
     assert cancelled.status == "cancelled" and error_of(cancelled)["code"] == "USER_CANCELLED"
     assert error_of(cancelled)["message"] == "Cancelled by user"
+    assert cancelled.next_check_at is None  # the sweep has nothing left to look at
     assert [s["status"] for s in cancelled.steps] == ["failed", "failed", "pending"]
     cancel = cancels_for(cancelled.steps[0]["sentMessageId"])
     assert len(cancel) == 1
