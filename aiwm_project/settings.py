@@ -89,6 +89,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # per-thread connections then pile up until the server's connection limit (bench/node_list.py).
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=0))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default writes from several threads (requests, the socket thread's telemetry
+    # flush, the sweep). A deferred transaction that reads then writes fails at once with
+    # "database is locked" when another writer got there first; an IMMEDIATE one takes the write
+    # lock up front and waits for it (up to `timeout` seconds) like PostgreSQL would.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(transaction_mode="IMMEDIATE", timeout=20)
 if env.str("AIWM_TEST_DB_NAME", default=""):
     # Lets several test runs share one PostgreSQL server without clobbering each other's test DB.
     DATABASES["default"]["TEST"] = {"NAME": env.str("AIWM_TEST_DB_NAME")}

@@ -406,6 +406,7 @@ def _withdraw_running_steps(execution: Execution, *, reason: str) -> None:
         if step.get("sentMessageId"):
             commands.command_withdraw(message_id=step["sentMessageId"], reason=reason)
         step.update(status=StepStatus.FAILED, completedAt=_iso(now), error={"code": "CANCELLED", "message": reason})
+        effects.step_failed(execution, step)  # e.g. a withdrawn download leaves its model in error, not downloading
 
 
 def _running(steps: Iterable[StepDocument]) -> list[StepDocument]:

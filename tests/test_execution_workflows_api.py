@@ -272,6 +272,8 @@ def test_stop_during_a_deploy_cancels_the_deploy(fleet: Personas) -> None:
     stop = post(owner, "/api/deployments/deploy-llama-prod-01/stop")
     assert owner.get(f"/api/executions/{deploy['executionId']}").json()["status"] == "cancelled"
     assert owner.get(f"/api/executions/{stop['executionId']}").json()["status"] == "running"
+    # The withdrawn download does not leave the model "downloading" for ever.
+    assert owner.get("/api/models/llama-2-7b-v1").json()["status"] == "error"
     body = assert_error(owner.post("/api/deployments/deploy-llama-prod-01/stop"), 409)
     assert "already being stopped" in body["message"]
 

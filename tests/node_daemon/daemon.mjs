@@ -3,9 +3,22 @@
 //
 //   node daemon.mjs --url ws://127.0.0.1:3003 --token <node token>
 //        [--transports websocket,polling] [--heartbeat-ms 30000] [--max-seconds 60] [--hostname gpu-server-01]
+//        [--answer-commands] [--hold-commands model.download,...]
 //
 // (each option also reads AIWM_URL, AIWM_NODE_TOKEN, AIWM_TRANSPORTS, AIWM_HEARTBEAT_MS,
-// AIWM_MAX_SECONDS, AIWM_HOSTNAME). Prints one JSON line per event to stdout:
+// AIWM_MAX_SECONDS, AIWM_HOSTNAME, AIWM_ANSWER_COMMANDS=1, AIWM_HOLD_COMMANDS).
+//
+// By default a command gets command.ack then one success command.result (the contract's example).
+// --answer-commands answers like a real GPU-node daemon instead, so the execution engine can drive
+// a deployment end to end (tests/test_execution_npm_client.py):
+//   model.download    ack, a progress result (50), a success result {downloadPath, downloadedFiles}
+//   deployment.start  ack, deployment.status running (containerId, endpoint, healthy), success result
+//   deployment.stop   ack, deployment.status stopped, success result
+//   command.cancel    ack
+// A command whose messageId was already answered is acknowledged again but not run again (the
+// server re-sends, with the same messageId, a command whose ack it did not get).
+// --hold-commands lists types that are acknowledged but never finished (a download that takes
+// hours), so a test can cancel them mid-step. Prints one JSON line per event to stdout:
 //   {"kind": "received", "event": "<name>", "data": <payload>}   every event the server sent
 //   {"kind": "sent", "event": "<name>", "data": <payload>}       every event this daemon sent
 //   {"kind": "lifecycle", "event": "connect" | "connect_error" | "disconnect" | "exit", ...}
@@ -23,6 +36,8 @@ const { values: args } = parseArgs({
     'heartbeat-ms': { type: 'string', default: process.env.AIWM_HEARTBEAT_MS ?? '' },
     'max-seconds': { type: 'string', default: process.env.AIWM_MAX_SECONDS ?? '60' },
     hostname: { type: 'string', default: process.env.AIWM_HOSTNAME ?? 'gpu-server-01' },
+    'answer-commands': { type: 'boolean', default: ['1', 'true'].includes(process.env.AIWM_ANSWER_COMMANDS ?? '') },
+    'hold-commands': { type: 'string', default: process.env.AIWM_HOLD_COMMANDS ?? '' },
   },
 });
 
@@ -51,7 +66,10 @@ function exit(code, reason) {
 const maxSeconds = Number(args['max-seconds']);
 const transports = args.transports.split(',').map((name) => name.trim()).filter(Boolean);
 if (!args.token || !(maxSeconds > 0) || transports.length === 0) {
-  process.stderr.write('usage: node daemon.mjs --url URL --token TOKEN [--transports a,b] [--heartbeat-ms N] [--max-seconds N]\n');
+  process.stderr.write(
+    'usage: node daemon.mjs --url URL --token TOKEN [--transports a,b] [--heartbeat-ms N] [--max-seconds N]'
+      + ' [--hostname H] [--answer-commands] [--hold-commands type,type]\n',
+  );
   process.exit(2);
 }
 
@@ -146,7 +164,7 @@ socket.on('register.ack', (ack) => {
   }, interval);
   // Commands queued while this node was away arrive with the ack: run them like live ones.
   for (const command of ack?.data?.pendingCommands ?? []) {
-    if (HANDLERS[command.type]) runCommand(command);
+    if (COMMAND_TYPES.includes(command.type)) dispatch(command);
   }
 });
 
@@ -164,8 +182,7 @@ const HANDLERS = {
   'deployment.stop': async () => ({ stopped: true }),
 };
 
-async function runCommand(command) {
-  // Send acknowledgment
+function ackCommand(command) {
   emit(
     'command.ack',
     message(
@@ -174,6 +191,11 @@ async function runCommand(command) {
       command.metadata,
     ),
   );
+}
+
+async function runCommand(command) {
+  // Send acknowledgment
+  ackCommand(command);
   // Execute command
   try {
     const result = await HANDLERS[command.type](command);
@@ -204,9 +226,72 @@ async function runCommand(command) {
   }
 }
 
+// --- --answer-commands: what a real GPU-node daemon sends back, step by step ---
+
+const NODE_IP = '10.10.0.101'; // the ipAddress node.register reports: endpoints are on it
+const answerCommands = args['answer-commands'];
+const heldTypes = new Set(args['hold-commands'].split(',').map((name) => name.trim()).filter(Boolean));
+const answered = new Set(); // messageIds already taken on: a re-sent command is not run twice
+
+function resultOf(command, status, progress, result) {
+  // Every field of the contract's command.result, always: the server reads `status` to tell a
+  // progress report from the end of the command, and the metadata ties it to its execution step.
+  emit(
+    'command.result',
+    message(
+      'command.result',
+      { originalMessageId: command.messageId, status, progress, result, error: null },
+      command.metadata,
+    ),
+  );
+}
+
+function deploymentStatus(data) {
+  // The node's own report on its container: no metadata, it is not an answer to one command.
+  emit('deployment.status', message('deployment.status', data));
+}
+
+const ANSWERS = {
+  'model.download': (command) => {
+    const downloadPath = command.data?.downloadPath;
+    resultOf(command, 'progress', 50, null);
+    resultOf(command, 'success', 100, { downloadPath, downloadedFiles: 1 });
+  },
+  'deployment.start': (command) => {
+    const deploymentId = command.resource?.id;
+    const containerId = `container-${deploymentId}`;
+    const endpoint = `http://${NODE_IP}:${command.data?.port}/v1/chat`;
+    // The container is up before the step is reported done, as on a real node: status, then result.
+    deploymentStatus({ deploymentId, status: 'running', containerId, endpoint, healthStatus: 'healthy' });
+    resultOf(command, 'success', 100, { endpoint, containerId });
+  },
+  'deployment.stop': (command) => {
+    const deploymentId = command.resource?.id;
+    deploymentStatus({ deploymentId, status: 'stopped', containerId: `container-${deploymentId}` });
+    resultOf(command, 'success', 100, { stopped: true });
+  },
+  // The server closed the cancelled command before sending this: an answer to it would be ignored,
+  // so there is nothing to report. The cancel itself needs only the ack.
+  'command.cancel': () => {},
+};
+
+function answer(command) {
+  if (answered.has(command.messageId)) {
+    ackCommand(command); // the server did not get the first ack: say it again, do not redo the work
+    return;
+  }
+  answered.add(command.messageId);
+  ackCommand(command);
+  if (heldTypes.has(command.type)) return; // a job that runs for hours: acknowledged, never finished
+  ANSWERS[command.type](command);
+}
+
+const COMMAND_TYPES = answerCommands ? Object.keys(ANSWERS) : Object.keys(HANDLERS);
+const dispatch = answerCommands ? answer : runCommand;
+
 // Receive commands from server
-for (const type of Object.keys(HANDLERS)) {
-  socket.on(type, (command) => runCommand(command));
+for (const type of COMMAND_TYPES) {
+  socket.on(type, (command) => dispatch(command));
 }
 
 // Handle disconnect
@@ -218,4 +303,13 @@ socket.on('disconnect', (reason) => {
 process.on('SIGTERM', () => exit(0, 'SIGTERM'));
 process.on('SIGINT', () => exit(0, 'SIGINT'));
 lifetimeTimer = setTimeout(() => exit(0, 'max-seconds'), maxSeconds * 1000);
-print({ kind: 'lifecycle', event: 'start', url: `${args.url}/ws/node`, transports, pid: process.pid, startedAt });
+print({
+  kind: 'lifecycle',
+  event: 'start',
+  url: `${args.url}/ws/node`,
+  transports,
+  pid: process.pid,
+  startedAt,
+  answerCommands,
+  holdCommands: [...heldTypes],
+});
