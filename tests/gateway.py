@@ -53,6 +53,21 @@ def gateway(transactional_db: None) -> Iterator[LiveGateway]:
     yield LiveGateway(url=f"http://127.0.0.1:{port}", port=port)
     server.should_exit = True
     thread.join(10)
+    _close_server_connections()
+
+
+def _close_server_connections() -> None:
+    """The server's ORM work ran on threads of their own, whose PostgreSQL sessions outlive the
+    server; ended here, or pytest-django cannot drop the test database at the end of the run."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 OWNER_A = Principal(user_id="u-owner-a", org_id=ORG_A, roles=("organization.owner",))
