@@ -192,23 +192,19 @@ def _begin(execution: Execution, now: datetime) -> None:
 class EngineObserver:
     """Connects the outbox to the engine: a command whose metadata names an execution is a step's."""
 
-    def lock(self, command: NodeCommand) -> None:
+    def lock(self, command: NodeCommand) -> Execution | None:
         execution_id = command.metadata.get("executionId")
-        if isinstance(execution_id, str):
-            Execution.objects.for_org(command.owner_org_id).select_for_update().filter(
-                execution_id=execution_id
-            ).values_list("pk", flat=True).first()
+        if not isinstance(execution_id, str):
+            return None
+        return (
+            Execution.objects.for_org(command.owner_org_id)
+            .select_for_update()
+            .filter(execution_id=execution_id)
+            .first()
+        )
 
-    def acknowledged(self, command: NodeCommand, message_id: str) -> None:
-        found = _waiting_step(command)
-        if found is None:
-            return
-        execution, _ = found
-        execution.received_message_ids = [*execution.received_message_ids, message_id]
-        _save(execution, timezone.now())
-
-    def result(self, command: NodeCommand, message_id: str, data: dict[str, Any]) -> None:
-        found = _waiting_step(command)
+    def result(self, command: NodeCommand, held: Execution | None, message_id: str, data: dict[str, Any]) -> None:
+        found = _waiting_step(command, held)
         if found is None:
             return
         execution, step = found
@@ -239,20 +235,14 @@ class EngineObserver:
 ENGINE_OBSERVER = EngineObserver()
 
 
-def _waiting_step(command: NodeCommand) -> tuple[Execution, StepDocument] | None:
+def _waiting_step(command: NodeCommand, execution: Execution | None) -> tuple[Execution, StepDocument] | None:
     """The running execution and running step waiting for exactly this command, or None (logged).
 
-    Re-reads the execution under the lock `EngineObserver.lock` took. Anything else — a finished
+    `execution` is the row `EngineObserver.lock` read under its lock. Anything else — a finished
     or cancelled execution, a step no longer running, an earlier attempt's command, a command
     someone sent by hand with this metadata — is a late or stray answer and changes nothing.
     """
     metadata = command.metadata
-    execution = (
-        Execution.objects.for_org(command.owner_org_id)
-        .select_for_update()
-        .filter(execution_id=metadata.get("executionId"))
-        .first()
-    )
     index = metadata.get("stepIndex")
     why = None
     if execution is None:

@@ -64,26 +64,29 @@ def send_command(
     metadata.setdefault("priority", "normal")
     if metadata["priority"] not in PRIORITIES:
         raise ValidationFailed([f"metadata.priority: must be one of: {', '.join(PRIORITIES)}"])
-    with transaction.atomic():
-        if not Node.objects.for_org(org_id).filter(node_id=node_id).exists():
-            raise NotFoundError(f"Node with ID {node_id} not found")
-        command = NodeCommand.objects.create(
-            owner_org_id=org_id,
-            node_id=node_id,
-            message_id=str(uuid.uuid4()),
-            type=type,
-            resource=resource or {},
-            data=data or {},
-            metadata=metadata,
-            created_by=actor_id,
-        )
-        transaction.on_commit(lambda: deliver_command(command_pk=command.pk))
+    if not Node.objects.for_org(org_id).filter(node_id=node_id).exists():
+        raise NotFoundError(f"Node with ID {node_id} not found")
+    command = NodeCommand.objects.create(
+        owner_org_id=org_id,
+        node_id=node_id,
+        message_id=str(uuid.uuid4()),
+        type=type,
+        resource=resource or {},
+        data=data or {},
+        metadata=metadata,
+        created_by=actor_id,
+    )
+    # After the caller's transaction commits (at once outside one): a rolled-back command never goes out.
+    transaction.on_commit(lambda: deliver_command(command_pk=command.pk, command=command))
     return command
 
 
-def deliver_command(*, command_pk: str) -> bool:
-    """Hand a queued command to the transports if its node is connected (queued -> sent, a CAS)."""
-    command = NodeCommand.objects.filter(pk=command_pk).first()
+def deliver_command(*, command_pk: str, command: NodeCommand | None = None) -> bool:
+    """Hand a queued command to the transports if its node is connected (queued -> sent, a CAS).
+
+    `command` spares a read when the caller holds the row it just stored; the CAS decides anyway.
+    """
+    command = command or NodeCommand.objects.filter(pk=command_pk).first()
     if command is None or command.status != CommandStatus.QUEUED:
         return False
     connected = Node.objects.for_org(command.owner_org_id).filter(node_id=command.node_id, websocket_connected=True)
@@ -119,16 +122,16 @@ def commands_pending_for(*, org_id: str, node_id: str) -> list[dict[str, Any]]:
 
 
 class CommandObserver(Protocol):
-    """What a command belongs to (an execution's step) hears about its node's answers.
+    """What a command belongs to (an execution's step) hears about its node's results.
 
-    `lock` runs first, in the transaction that will change the command, so the owner's lock is
-    always taken before the command's row (the engine's own transitions lock in the same order).
-    `acknowledged`/`result` run in that transaction only when the command's row changed.
+    `lock` runs first, in the transaction that will change the command, so the owner's row lock
+    is always taken before the command's (the engine's own transitions lock in the same order);
+    what it returns (the locked owner, or None) is handed back to `result`, which runs in that
+    transaction only when the command's row changed.
     """
 
-    def lock(self, command: NodeCommand) -> None: ...
-    def acknowledged(self, command: NodeCommand, message_id: str) -> None: ...
-    def result(self, command: NodeCommand, message_id: str, data: dict[str, Any]) -> None: ...
+    def lock(self, command: NodeCommand) -> Any: ...
+    def result(self, command: NodeCommand, held: Any, message_id: str, data: dict[str, Any]) -> None: ...
 
 
 # Registered by apps that own commands (executions, in its AppConfig.ready); nodes knows none of them.
@@ -145,23 +148,31 @@ def _open_command(org_id: str, node_id: str, message_id: Any) -> NodeCommand:
     return command
 
 
+def _applied(command: NodeCommand, changes: dict[str, Any], changed: int) -> NodeCommand:
+    """The command after a CAS: the values it wrote, or (CAS lost) what the row holds now."""
+    if changed:
+        for field, value in changes.items():
+            setattr(command, field, value)
+    else:
+        command.refresh_from_db()
+    return command
+
+
 def command_acknowledged(*, org_id: str, node_id: str, original_message_id: Any, message_id: str = "") -> NodeCommand:
-    """`command.ack`: queued/sent -> acknowledged (a CAS; a late ack after the result changes nothing)."""
+    """`command.ack`: queued/sent -> acknowledged (a CAS; a late ack after the result changes nothing).
+
+    An ack moves only the command: a step waits for its result, and its timeout covers an ack
+    that never comes, so the execution is not touched (nor locked) here.
+    """
     command = _open_command(org_id, node_id, original_message_id)
     now = timezone.now()
-    with transaction.atomic():
-        for observer in OBSERVERS:
-            observer.lock(command)
-        changed = NodeCommand.objects.filter(
-            pk=command.pk, status__in=[CommandStatus.QUEUED, CommandStatus.SENT]
-        ).update(status=CommandStatus.ACKNOWLEDGED, acknowledged_at=now, updated_at=now)
-        command.refresh_from_db()
-        if changed:
-            for observer in OBSERVERS:
-                observer.acknowledged(command, message_id)
-        else:
-            logger.info("command.ack %s for %s command %s ignored", message_id, command.status, command.message_id)
-    return command
+    changes = {"status": CommandStatus.ACKNOWLEDGED, "acknowledged_at": now, "updated_at": now}
+    changed = NodeCommand.objects.filter(pk=command.pk, status__in=[CommandStatus.QUEUED, CommandStatus.SENT]).update(
+        **changes
+    )
+    if not changed:
+        logger.info("command.ack %s for command %s ignored: not waiting for one", message_id, command.message_id)
+    return _applied(command, changes, changed)
 
 
 def command_result_received(
@@ -183,14 +194,14 @@ def command_result_received(
     elif outcome == "error":
         changes.update(status=CommandStatus.FAILED, completed_at=now)
         changes["error"] = node_error(data.get("error"))
-    with transaction.atomic():
-        for observer in OBSERVERS:
-            observer.lock(command)
+    # No savepoint: nothing here is caught and retried inside the caller's transaction.
+    with transaction.atomic(savepoint=False):
+        held = [(observer, observer.lock(command)) for observer in OBSERVERS]
         changed = NodeCommand.objects.filter(pk=command.pk, status__in=list(OPEN_COMMAND_STATUSES)).update(**changes)
-        command.refresh_from_db()
+        _applied(command, changes, changed)
         if changed:
-            for observer in OBSERVERS:
-                observer.result(command, message_id, data)
+            for observer, token in held:
+                observer.result(command, token, message_id, data)
         else:
             logger.info("command.result %s for %s command %s ignored", message_id, command.status, command.message_id)
     return command

@@ -96,8 +96,8 @@ def _act(operator: Client, action: str, execution: dict) -> str:
 def test_operators_start_cancel_and_retry_through_the_engine(operator: Client, personas: Personas) -> None:
     make_node(personas.owner_a, "node-gpu-01")
     command = {"type": "model.download", "resource": {"type": "model", "id": "llama"}}
-    body = {"name": "Download", "category": "model", "type": "download-model", "nodeId": "node-gpu-01"}
-    body["steps"] = [{"index": 0, "name": "Download", "command": command}]
+    step = {"index": 0, "name": "Download", "command": command}
+    body = {"name": "Download", "category": "model", "type": "download-model", "nodeId": "node-gpu-01", "steps": [step]}
     execution = personas.owner_a.post(URL, body, format="json").json()
     assert "Started 1" in _act(operator, "start_selected", execution)
     current = Execution.objects.get(pk=execution["_id"])
