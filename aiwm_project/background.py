@@ -21,13 +21,14 @@ def run_sweep() -> dict[str, int]:
     """One pass of every periodic job; each is a service, also called by the Celery task."""
     from executions.engine import executions_sweep
     from nodes.commands import commands_redeliver
-    from nodes.services import metrics_prune, nodes_mark_stale_offline
+    from nodes.services import inbound_prune, metrics_prune, nodes_mark_stale_offline
 
     return {
         "nodes_offline": nodes_mark_stale_offline(),
         "executions_advanced": executions_sweep(),
         "commands_redelivered": commands_redeliver(),
         "metrics_pruned": metrics_prune(),
+        "inbound_pruned": inbound_prune(),
     }
 
 

@@ -152,6 +152,8 @@ AIWM_CONTROLLER_ID = env.str("AIWM_CONTROLLER_ID", default="controller-main")
 AIWM_HEARTBEAT_INTERVAL_MS = env.int("AIWM_HEARTBEAT_INTERVAL_MS", default=30000)
 AIWM_METRICS_INTERVAL_MS = env.int("AIWM_METRICS_INTERVAL_MS", default=60000)
 AIWM_METRICS_RETENTION_DAYS = env.int("AIWM_METRICS_RETENTION_DAYS", default=7)
+# How long a node message id is remembered for at-most-once processing (nodes.services.inbound_prune).
+AIWM_INBOUND_RETENTION_HOURS = env.int("AIWM_INBOUND_RETENTION_HOURS", default=72)
 # Node gateway: node tokens are signed by AIWM itself (not the IAM), with their own secret.
 AIWM_NODE_TOKEN_SECRET = env.str("AIWM_NODE_TOKEN_SECRET", default="") or _persistent_secret("node-token-secret")
 AIWM_NODE_TOKEN_TTL_DAYS = env.int("AIWM_NODE_TOKEN_TTL_DAYS", default=365)

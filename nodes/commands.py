@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from aiwm_project.api.errors import format_datetime
@@ -89,15 +89,19 @@ def deliver_command(*, command_pk: str, command: NodeCommand | None = None) -> b
     command = command or NodeCommand.objects.filter(pk=command_pk).first()
     if command is None or command.status != CommandStatus.QUEUED:
         return False
-    connected = Node.objects.for_org(command.owner_org_id).filter(node_id=command.node_id, websocket_connected=True)
-    if not connected.exists():
-        return False
     now = timezone.now()
-    marked = NodeCommand.objects.filter(pk=command.pk, status=CommandStatus.QUEUED).update(
-        status=CommandStatus.SENT, sent_at=now, updated_at=now, attempts=F("attempts") + 1
+    # One statement: still queued (nobody else sent it meanwhile: a register, another worker) and
+    # its node connected. Otherwise it stays queued for the next register.
+    connected = Node.objects.filter(
+        owner_org_id=OuterRef("owner_org_id"), node_id=OuterRef("node_id"), websocket_connected=True, is_deleted=False
+    )
+    marked = (
+        NodeCommand.objects.filter(pk=command.pk, status=CommandStatus.QUEUED)
+        .filter(Exists(connected))
+        .update(status=CommandStatus.SENT, sent_at=now, updated_at=now, attempts=F("attempts") + 1)
     )
     if not marked:
-        return False  # someone else (a register, another worker) sent it meanwhile
+        return False
     command.sent_at = now
     delivery.deliver_to_node(command.owner_org_id, command.node_id, command.type, command_envelope(command))
     return True

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from nodes.choices import NodeStatus
-from nodes.models import Node, NodeMetric
+from nodes.models import InboundMessage, Node, NodeMetric
 
 # node.register fields (contract name -> model field) copied onto the node when present and well typed.
 REGISTER_TEXT_FIELDS = {
@@ -180,4 +180,17 @@ def metrics_prune(*, now: datetime | None = None) -> int:
     now = now or timezone.now()
     cutoff = now - timedelta(days=settings.AIWM_METRICS_RETENTION_DAYS)
     deleted, _ = NodeMetric.objects.filter(received_at__lt=cutoff).delete()
+    return deleted
+
+
+def inbound_prune(*, now: datetime | None = None) -> int:
+    """Forget message ids seen longer ago than AIWM_INBOUND_RETENTION_HOURS.
+
+    The at-most-once ledger only has to outlast a daemon's re-sends of what it sent before a
+    reconnect (seconds to minutes); kept for ever it would grow by two rows per step and one per
+    other message.
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(hours=settings.AIWM_INBOUND_RETENTION_HOURS)
+    deleted, _ = InboundMessage.objects.filter(received_at__lt=cutoff).delete()
     return deleted

@@ -164,3 +164,22 @@ def test_deployment_logs(personas: Personas, node: dict) -> None:
     ]
     assert_error(client.get("/api/deployments/d1/logs", {"level": "loud"}), 400)
     assert_error(personas.owner_b.get("/api/deployments/d1/logs"), 404)
+
+
+def test_the_sweep_forgets_old_metrics_and_message_ids_only(db: None, settings) -> None:  # type: ignore[no-untyped-def]
+    from nodes.models import InboundMessage
+    from nodes.services import inbound_prune, metrics_prune
+
+    settings.AIWM_METRICS_RETENTION_DAYS, settings.AIWM_INBOUND_RETENTION_HOURS = 7, 72
+    now = timezone.now()
+    for age, message_id in ((timedelta(days=8), "old"), (timedelta(days=6), "recent")):
+        NodeMetric.objects.create(
+            owner_org_id=ORG_A, node_id="n", message_id=message_id, timestamp=now - age, received_at=now - age, data={}
+        )
+    for age, message_id in ((timedelta(hours=73), "old"), (timedelta(hours=71), "recent")):
+        InboundMessage.objects.create(
+            owner_org_id=ORG_A, node_id="n", message_id=message_id, type="command.result", received_at=now - age
+        )
+    assert (metrics_prune(now=now), inbound_prune(now=now)) == (1, 1)
+    assert list(NodeMetric.objects.values_list("message_id", flat=True)) == ["recent"]
+    assert list(InboundMessage.objects.values_list("message_id", flat=True)) == ["recent"]
