@@ -41,7 +41,6 @@ import platform
 import re
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -56,6 +55,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from bench.common import log_tail, stop_group  # noqa: E402  (after the path above)
 
 HOST = "127.0.0.1"
 ORGS = 100
@@ -392,22 +393,10 @@ class Server:
             )
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        stop_group(self.proc, grace=10)
 
     def log_tail(self) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path)
 
     def get(self, token: str, path: str = BENCH_PATH) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection(HOST, self.port, timeout=30)

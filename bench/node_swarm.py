@@ -68,6 +68,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.common import log_tail, stop_group  # noqa: E402  (after the path above)
+
 HOST = "127.0.0.1"
 NAMESPACE = "/ws/node"
 HEARTBEAT_S = 3.0  # the contract's interval is 30 s: ten times its rate
@@ -562,22 +564,10 @@ class Server:
         raise RuntimeError(f"{self.label} server not ready after {timeout:.0f}s:\n{self.log_tail()}")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        stop_group(self.proc, grace=15)
 
     def log_tail(self) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path)
 
 
 class SwarmProcess:
