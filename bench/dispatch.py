@@ -1,7 +1,8 @@
 """Execution dispatch: per-step overhead and steps/s of the engine against daemons that answer at once.
 
     .venv/bin/python bench/dispatch.py [--executions 200] [--shape chain,fanout] [--start paced,burst]
-        [--rate 10] [--nodes 20] [--server daphne|uvicorn|daphne,uvicorn] [--keep-db] [--trace]
+        [--rate 10] [--nodes 20] [--server daphne|uvicorn|daphne,uvicorn] [--web-processes 1|2|1,2]
+        [--keep-db] [--trace]
 
 What it does, in order:
 
@@ -12,7 +13,7 @@ What it does, in order:
    step k of execution i on node (3i + k) mod N, so consecutive steps are on different daemons):
    "chain" is 0 -> 1 -> 2, "fanout" is 0 -> (1, 2). A trigger of the benchmark's own NOTIFYs when an
    execution leaves `running` (PostgreSQL delivers it at commit). Each server kind gets a fresh
-   clone (`aiwm_dispatch`); all are dropped at the end unless `--keep-db`;
+   clone (`aiwm_dispatch`) per web process count; all are dropped at the end unless `--keep-db`;
 2. picks an empty Redis database (the highest of 1..13: the test suite uses 14 and 15) and its own
    Socket.IO pub/sub channel;
 3. baselines, in the same run: a bare Redis round trip between two processes (LPUSH, BRPOP in the
@@ -23,18 +24,26 @@ What it does, in order:
    Redis pub/sub and the server's AsyncRedisManager listener carry it: "echo-redis"). One message
    at a time, `--baseline-gap-ms` apart;
 4. per server kind (daphne by default, `make run`'s command; uvicorn as bench/node_swarm.py runs it)
-   starts the production topology: one ASGI server process serving `aiwm_project.asgi:application`
-   with DATABASE_URL and REDIS_URL, one Celery worker (`--pool solo`) and one Celery beat (the
-   periodic sweep, every AIWM_SWEEP_INTERVAL_SECONDS), and the daemons: `--nodes` python-socketio
-   AsyncClients (websocket transport) in `--daemon-procs` OS processes, each of which connects,
-   registers, and on every command immediately emits `command.ack` then `command.result` success
-   (the command's metadata echoed), recording the monotonic time it received the command and the
-   time it sent the result;
+   and per web process count N of `--web-processes` (default 1; `1,2` runs both, one after the
+   other, in the same run) starts the production topology: N ASGI server processes of that kind on
+   N ports serving `aiwm_project.asgi:application` with the same DATABASE_URL, REDIS_URL, Socket.IO
+   channel and secrets (ARCHITECTURE.md's "N daphne processes behind a load balancer"), one Celery
+   worker (`--pool solo`) and one Celery beat (the periodic sweep, every
+   AIWM_SWEEP_INTERVAL_SECONDS), and the daemons: `--nodes` python-socketio AsyncClients (websocket
+   transport) in `--daemon-procs` OS processes, node j connected to web process j mod N (sticky
+   load balancing: each daemon on one process), each of which connects, registers, and on every
+   command immediately emits `command.ack` then `command.result` success (the command's metadata
+   echoed), recording the monotonic time it received the command and the time it sent the result;
 5. warms up with `--warmup` executions of each shape, then runs each scenario (shape x start mode)
    with `--executions` fresh executions: "paced" starts them at `--rate` per second (open loop),
    "burst" all at once (`--burst-concurrency` start requests in flight). Starts go through REST
-   (`POST /api/executions/:id/start` with a user token). A scenario ends when every execution's
-   terminal status was NOTIFYed (bounded wait);
+   (`POST /api/executions/:id/start` with a user token), spread round-robin over the N web
+   processes. With N > 1 a step's command is then often created on another process than the one
+   holding its daemon's socket (a step's command is created where its dependency's result was
+   handled, step 0's where its start request went) and reaches the daemon through Redis pub/sub and
+   the other process's AsyncRedisManager listener: the report counts those cross-process commands
+   and splits the overhead by path. A scenario ends when every execution's terminal status was
+   NOTIFYed (bounded wait);
 6. measures, all in CLOCK_MONOTONIC (shared by the processes of the machine):
    - overhead per step: the time a daemon received step k's command minus the time the daemon that
      ran k's dependency sent that dependency's result (fan-out: both children from the parent's
@@ -43,15 +52,18 @@ What it does, in order:
    - start -> first command: from sending the start request to the daemon receiving step 0;
    - steps/s: steps completed / wall time from the first start request to the last execution's
      completion (its NOTIFY);
-   - CPU per step of the server, the PostgreSQL backends of the database (those still connected at
-     the end of the scenario: the socket threads' and Celery's; a start request's short-lived
-     backend is not counted), Celery (worker + beat) and the daemons;
+   - CPU per step of the server processes (summed over the N; each one's CPU and event loop thread
+     are printed too), the PostgreSQL backends of the database (those still connected at the end of
+     the scenario: the socket threads' and Celery's; a start request's short-lived backend is not
+     counted), Celery (worker + beat) and the daemons;
 7. checks through the database that every execution is `completed` with all its steps completed,
    that each step's command was stored once, succeeded and was sent once (attempts = 1), that no
    `command.cancel` was issued, that every command reached its step's node exactly once, and that
    no daemon got an `error` reply or was disconnected;
-8. prints the command, machine, versions and load average, a Markdown table, the baselines and the
-   ratios engine/baseline, and the goals. Exit status 1 when a goal is missed or a check fails.
+8. prints the command, machine, versions and load average, a Markdown table (one row per server
+   kind, web process count and scenario), the baselines and the ratios engine/baseline, with
+   several web process counts their steps/s and CPU ratios, and the goals (judged for every server
+   kind and web process count). Exit status 1 when a goal is missed or a check fails.
 
 Goals (the issue's): overhead p50 < 20 ms and p99 < 100 ms, judged on the paced scenarios (the
 engine's own overhead, not a queue of 600 steps); at least 100 steps/s, judged on the burst
@@ -209,6 +221,7 @@ class CommandDaemon:
 
     def __init__(self, cfg: dict[str, Any], session: Any, stats: SwarmStats, state: DaemonState, seed: int):
         self.sim = SimNode({**cfg, "sampled": False}, session, stats, seed)
+        self.url: str = cfg["url"]  # the web process this daemon stays on (sticky load balancing)
         self.state = state
         self.sim.client.on(COMMAND, self.on_command, namespace=NAMESPACE)
         self.sim.client.on("*", self.on_other, namespace=NAMESPACE)
@@ -269,7 +282,7 @@ async def daemons(cfg: dict[str, Any]) -> None:
         async def bring_up(node: CommandDaemon) -> None:
             async with limit:
                 try:
-                    await asyncio.wait_for(node.sim.start(cfg["url"]), CONNECT_TIMEOUT_S)
+                    await asyncio.wait_for(node.sim.start(node.url), CONNECT_TIMEOUT_S)
                 except Exception as exc:
                     failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
 
@@ -633,12 +646,13 @@ class Child:
 class ScriptProcess(SwarmProcess):
     """bench/node_swarm.py's line-driven child (send/expect/kill), running one of this script's roles."""
 
-    def __init__(self, role: str, index: int, cfg: dict[str, Any], env: dict[str, str], logdir: Path):
+    def __init__(self, role: str, index: int, cfg: dict[str, Any], env: dict[str, str], logdir: Path, tag: str = ""):
         self.index = index
-        config_path = logdir / f"{role}-{index}.json"
+        # `tag`: one run's files apart from another's (several server kinds, web process counts).
+        config_path = logdir / f"{role}{tag}-{index}.json"
         config_path.write_text(json.dumps(cfg))
         config_path.chmod(0o600)  # node tokens
-        self.stderr_path = logdir / f"{role}-{index}.err"
+        self.stderr_path = logdir / f"{role}{tag}-{index}.err"
         with self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, __file__, f"_{role}", str(config_path)],
@@ -741,21 +755,38 @@ class Scenario:
 @dataclass
 class ScenarioResult:
     kind: str
+    web: int  # web (ASGI server) processes
     scenario: Scenario
     starts: dict[str, tuple[float, float, int]] = field(default_factory=dict)  # executionId -> sent, answered, HTTP
+    start_web: dict[str, int] = field(default_factory=dict)  # executionId -> the web process its start went to
+    node_web: dict[str, int] = field(default_factory=dict)  # nodeId -> the web process its daemon is connected to
     done: dict[str, tuple[str, float]] = field(default_factory=dict)  # executionId -> status, NOTIFY time
     finished: bool = False
     window_s: float = 0.0
-    cpu: dict[str, float] = field(default_factory=dict)  # seconds over the scenario, per process group
-    loop_thread_s: float = 0.0
+    # Seconds over the scenario per process group ("server" is the N web processes' sum), and
+    # "server <i>" per web process.
+    cpu: dict[str, float] = field(default_factory=dict)
+    loop_threads_s: list[float] = field(default_factory=list)  # per web process: its event loop (main) thread
     steps_done: int = 0
     wall_s: float = float("nan")
     overhead: list[float] = field(default_factory=list)
+    # The overhead split by path: the step's command created in the web process that holds its
+    # daemon's socket ("same") or in another one (Redis pub/sub to the other's listener, "cross").
+    overhead_same: list[float] = field(default_factory=list)
+    overhead_cross: list[float] = field(default_factory=list)
+    starts_cross: int = 0  # step 0's command created (by the start request) in another web process
+    start_latency_same: list[float] = field(default_factory=list)  # start -> 1st command, split the same way
+    start_latency_cross: list[float] = field(default_factory=list)
     first_child: list[float] = field(default_factory=list)  # fan-out: the earlier child of each parent
     second_child: list[float] = field(default_factory=list)
     start_latency: list[float] = field(default_factory=list)
     durations: list[float] = field(default_factory=list)
     checks: list[tuple[str, bool]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """The server kind and its web process count, e.g. "daphne x2"."""
+        return f"{self.kind} x{self.web}"
 
     @property
     def steps_per_s(self) -> float:
@@ -907,10 +938,10 @@ def create_executions(plan: list[tuple[str, str, int]], nodes: list[dict[str, An
 
 
 async def start_executions(
-    url: str, token: str, pairs: list[tuple[str, str]], *, rate: float | None, concurrency: int, timeout: float
+    token: str, requests: list[tuple[str, str, str]], *, rate: float | None, concurrency: int, timeout: float
 ) -> dict[str, tuple[float, float, int]]:
-    """POST /api/executions/:id/start for each (executionId, pk): at `rate` per second (open loop), or
-    all at once when `rate` is None. Returns executionId -> (sent, answered, HTTP status or -1)."""
+    """POST {url}/api/executions/:id/start for each (executionId, pk, url): at `rate` per second (open
+    loop), or all at once when `rate` is None. Returns executionId -> (sent, answered, HTTP status or -1)."""
     import aiohttp
 
     out: dict[str, tuple[float, float, int]] = {}
@@ -919,7 +950,7 @@ async def start_executions(
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
 
-        async def start(execution_id: str, pk: str, at: float) -> None:
+        async def start(execution_id: str, pk: str, url: str, at: float) -> None:
             delay = at - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -934,17 +965,40 @@ async def start_executions(
                 out[execution_id] = (sent, time.monotonic(), status)
 
         t0 = time.monotonic() + 0.05
-        ats = [t0 + (i / rate if rate else 0.0) for i in range(len(pairs))]
-        await asyncio.gather(*(start(eid, pk, at) for (eid, pk), at in zip(pairs, ats, strict=True)))
+        ats = [t0 + (i / rate if rate else 0.0) for i in range(len(requests))]
+        await asyncio.gather(*(start(eid, pk, url, at) for (eid, pk, url), at in zip(requests, ats, strict=True)))
     return out
 
 
+def established(port: int) -> int:
+    """TCP connections established to a local listening port (/proc/net/tcp, the server's side)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) > 3 and fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    count += 1
+    return count
+
+
+def start_web(i: int, web: int) -> int:
+    """The web process the i-th start request goes to: round-robin, shifted by one each round (every
+    N consecutive requests still go to the N processes once each). Plain round-robin (i mod N)
+    would tie it to step 0's daemon: step 0 of execution i is on node 3i mod --nodes, connected to
+    process (3i mod nodes) mod N, which for N = 2 and an even node count is i mod 2, the start's
+    own process every time, and the start -> command path would never cross processes."""
+    return (i + i // web) % web
+
+
 class ServiceRun:
-    """One server kind: fresh database clone, the server, Celery worker and beat, the daemons."""
+    """One server kind and web process count N: a fresh database clone, N servers, Celery worker
+    and beat, the daemons (spread over the N servers)."""
 
     def __init__(
         self,
         kind: str,
+        web: int,
         args: argparse.Namespace,
         env: dict[str, str],
         logdir: Path,
@@ -953,50 +1007,62 @@ class ServiceRun:
         dsn: str,
         cleanup: Cleanup,
     ):
-        self.kind, self.args, self.env, self.logdir = kind, args, env, logdir
+        self.kind, self.web, self.args, self.env, self.logdir = kind, web, args, env, logdir
         self.nodes, self.token, self.dsn, self.cleanup = nodes, token, dsn, cleanup
+        self.label = f"{kind} x{web}"
+        self.tag = f"-{kind}-{web}w"  # the log directory's files of this run
         app = TRACED_APP if args.trace else SERVICE_APP
-        self.trace_path = logdir / f"trace-{kind}.jsonl"
-        self.profile_path = logdir / f"profile-{kind}"
-        server_env = {**env, "AIWM_BENCH_TRACE": str(self.trace_path)} if args.trace else env
-        if args.profile:
-            server_env["AIWM_BENCH_PROFILE"] = str(self.profile_path)
-        self.server = Server(kind, app, server_env, logdir, "service")
+        self.servers: list[Server] = []
+        self.trace_paths: list[Path] = []
+        self.profile_paths: list[Path] = []
+        for i in range(web):
+            # Files of each process's own: the lines of several processes appended to one file could
+            # interleave, and each process dumps its profile statistics whole.
+            self.trace_paths.append(logdir / f"trace{self.tag}-{i}.jsonl")
+            self.profile_paths.append(logdir / f"profile{self.tag}-{i}")
+            server_env = {**env, "AIWM_BENCH_TRACE": str(self.trace_paths[-1])} if args.trace else dict(env)
+            if args.profile:
+                server_env["AIWM_BENCH_PROFILE"] = str(self.profile_paths[-1])
+            server = Server(kind, app, server_env, logdir, f"service-{i}")
+            # free_port() lets its socket go: two calls can name the same port.
+            while any(server.port == other.port for other in self.servers):
+                server = Server(kind, app, server_env, logdir, f"service-{i}")
+            self.servers.append(server)
+        # Sticky load balancing: daemon j stays on web process j mod N for the whole run.
+        self.node_web = {node["nodeId"]: j % web for j, node in enumerate(nodes)}
         self.worker: Child | None = None
         self.beat: Child | None = None
         self.daemons: list[ScriptProcess] = []
         self.listener: CompletionListener | None = None
-        self.url = ""
+        self.urls: list[str] = []
 
     def start(self) -> None:
         self.cleanup.add("service", self.stop)
-        self.server.start()
+        for server in self.servers:
+            server.start()
         celery = [sys.executable, "-m", "celery", "-A", "aiwm_project"]
         name = f"dispatch-bench-{secrets.token_hex(3)}@%h"
         self.worker = Child(
-            f"celery-worker-{self.kind}",
+            f"celery-worker{self.tag}",
             [*celery, "worker", "--pool", "solo", "-n", name, "-l", "info"],
             self.env,
             self.logdir,
         )
-        schedule = str(self.logdir / f"beat-schedule-{self.kind}")
+        schedule = str(self.logdir / f"beat-schedule{self.tag}")
         self.beat = Child(
-            f"celery-beat-{self.kind}", [*celery, "beat", "-l", "info", "--schedule", schedule], self.env, self.logdir
+            f"celery-beat{self.tag}", [*celery, "beat", "-l", "info", "--schedule", schedule], self.env, self.logdir
         )
-        self.server.wait_ready(STARTUP_TIMEOUT_S)
-        self.url = f"http://{HOST}:{self.server.port}"
+        for server in self.servers:
+            server.wait_ready(STARTUP_TIMEOUT_S)
+        self.urls = [f"http://{HOST}:{server.port}" for server in self.servers]
         self.worker.wait_log(" ready.", STARTUP_TIMEOUT_S)
         self.beat.wait_log("beat: Starting", STARTUP_TIMEOUT_S)
+        nodes = [{**node, "url": self.urls[self.node_web[node["nodeId"]]]} for node in self.nodes]
         procs = self.args.daemon_procs
         for index in range(procs):
-            cfg = {
-                "url": self.url,
-                "concurrency": max(1, 10 // procs),
-                "max_seconds": 3 * 3600,
-                "nodes": self.nodes[index::procs],
-            }
+            cfg = {"concurrency": max(1, 10 // procs), "max_seconds": 3 * 3600, "nodes": nodes[index::procs]}
             self.daemons.append(
-                ScriptProcess("daemons", index, cfg, {**os.environ, "PYTHONPATH": str(REPO)}, self.logdir)
+                ScriptProcess("daemons", index, cfg, {**os.environ, "PYTHONPATH": str(REPO)}, self.logdir, self.tag)
             )
         for d in self.daemons:
             d.expect("prepared", 120)
@@ -1006,51 +1072,59 @@ class ServiceRun:
             connected = d.expect("connected", PHASE_TIMEOUT_S + 30)
             if connected["failures"]:
                 raise RuntimeError(f"daemons {d.index}: connect failures {connected['failures']}\n{d.err_tail()}")
+        # The spread as the servers see it: nothing but the daemons' websockets is connected yet.
+        expected = [sum(1 for w in self.node_web.values() if w == i) for i in range(self.web)]
+        seen = [established(server.port) for server in self.servers]
+        # A warning, not a failure: a stray connection to a port would not make the figures wrong.
+        log(
+            f"{self.label}: daemons' websockets per web process {' / '.join(map(str, seen))} (expected "
+            f"{' / '.join(map(str, expected))})" + ("" if seen == expected else ": WARNING, not the intended spread")
+        )
         self.listener = CompletionListener(self.dsn)
         self.listener.start()
 
-    def pids(self) -> dict[str, list[int]]:
-        assert self.worker is not None and self.beat is not None
-        return {
-            "server": [self.server.pid],
-            "celery": [self.worker.pid, self.beat.pid],
-            "daemons": [d.proc.pid for d in self.daemons],
-        }
+    def log_tail(self) -> str:
+        return "\n".join(f"--- {server.log_path.name}\n{server.log_tail()}" for server in self.servers)
 
     def cpu_now(self) -> dict[str, float]:
-        assert self.listener is not None
-        out = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in self.pids().items()}
+        assert self.worker is not None and self.beat is not None
+        per_server = [cpu_seconds(server.pid) for server in self.servers]
+        out = {f"server {i}": seconds for i, seconds in enumerate(per_server)}
+        out["server"] = sum(per_server)
+        out["celery"] = cpu_seconds(self.worker.pid) + cpu_seconds(self.beat.pid)
+        out["daemons"] = sum(cpu_seconds(d.proc.pid) for d in self.daemons)
         out["bench"] = time.process_time()
         return out
 
+    def loop_threads(self) -> list[float]:
+        """CPU seconds so far of each server's event loop thread (its main thread: its id is the pid)."""
+        return [thread_cpu_seconds(server.pid).get(server.pid, 0.0) for server in self.servers]
+
     def run(self, scenario: Scenario, rate: float | None) -> ScenarioResult:
         assert self.listener is not None
-        result = ScenarioResult(self.kind, scenario)
+        result = ScenarioResult(self.kind, self.web, scenario, node_web=self.node_web)
+        requests = []
+        for i, (execution_id, pk) in enumerate(zip(scenario.ids, scenario.pks, strict=True)):
+            result.start_web[execution_id] = start_web(i, self.web)
+            requests.append((execution_id, pk, self.urls[result.start_web[execution_id]]))
         n = len(scenario.ids)
         timeout = 120.0 + n * (1 / rate if rate else 0.0) + 0.5 * n
         concurrency = self.args.burst_concurrency if rate is None else 64
         pg0 = pg_backend_cpu(self.dsn, self.args.db, self.listener.backend_pid)
-        cpu0, loop0, t0 = self.cpu_now(), thread_cpu_seconds(self.server.pid), time.monotonic()
+        cpu0, loop0, t0 = self.cpu_now(), self.loop_threads(), time.monotonic()
         result.starts = asyncio.run(
-            start_executions(
-                self.url,
-                self.token,
-                list(zip(scenario.ids, scenario.pks, strict=True)),
-                rate=rate,
-                concurrency=concurrency,
-                timeout=60.0,
-            )
+            start_executions(self.token, requests, rate=rate, concurrency=concurrency, timeout=60.0)
         )
         # Only what was started can finish: a refused start request is reported, not waited for.
         started = [i for i in scenario.ids if result.starts.get(i, (0.0, 0.0, -1))[2] == 200]
         result.finished = self.listener.wait_for(started, t0 + timeout) and len(started) == n
         t1 = time.monotonic()
-        cpu1, loop1 = self.cpu_now(), thread_cpu_seconds(self.server.pid)
+        cpu1, loop1 = self.cpu_now(), self.loop_threads()
         pg1 = pg_backend_cpu(self.dsn, self.args.db, self.listener.backend_pid)
         result.window_s = t1 - t0
         result.cpu = {name: cpu1[name] - cpu0[name] for name in cpu0}
         result.cpu["postgres"] = sum(v - pg0.get(pid, 0.0) for pid, v in pg1.items())
-        result.loop_thread_s = loop1.get(self.server.pid, 0.0) - loop0.get(self.server.pid, 0.0)
+        result.loop_threads_s = [after - before for before, after in zip(loop0, loop1, strict=True)]
         result.done = {i: self.listener.done[i] for i in scenario.ids if i in self.listener.done}
         return result
 
@@ -1080,25 +1154,40 @@ class ServiceRun:
         for child in (self.beat, self.worker):
             if child is not None:
                 child.stop()
-        self.server.stop()
+        for server in self.servers:
+            try:
+                server.stop()
+            except Exception as exc:  # the other servers are still to be stopped
+                log(f"stopping {server.log_path.name}: {type(exc).__name__}: {exc}")
 
 
 def analyse(result: ScenarioResult, by_step: dict[tuple[str, int], list[Any]]) -> None:
     """Latencies of one scenario from the daemons' records (index 4: received, 6: result sent)."""
     deps = SHAPES[result.scenario.shape]
+    node_of = result.scenario.nodes  # (executionId, step) -> nodeId
     for execution_id in result.scenario.ids:
         start = result.starts.get(execution_id)
         first = by_step.get((execution_id, 0))
+        start_same = result.start_web.get(execution_id) == result.node_web[node_of[(execution_id, 0)]]
+        if not start_same:
+            result.starts_cross += 1
         if start and first:
             result.start_latency.append(first[4] - start[0])
+            (result.start_latency_same if start_same else result.start_latency_cross).append(first[4] - start[0])
         if start and execution_id in result.done:
             result.durations.append(result.done[execution_id][1] - start[0])
         children = []
         for k in range(1, STEPS):
             child, parent = by_step.get((execution_id, k)), by_step.get((execution_id, deps[k][0]))
             if child and parent:
-                result.overhead.append(child[4] - parent[6])
-                children.append(child[4] - parent[6])
+                overhead = child[4] - parent[6]
+                result.overhead.append(overhead)
+                children.append(overhead)
+                # Step k's command is created where its dependency's result was handled: the web
+                # process of the dependency's daemon.
+                parent_web = result.node_web[node_of[(execution_id, deps[k][0])]]
+                same = parent_web == result.node_web[node_of[(execution_id, k)]]
+                (result.overhead_same if same else result.overhead_cross).append(overhead)
         if result.scenario.shape == "fanout" and len(children) == 2:
             result.first_child.append(min(children))
             result.second_child.append(max(children))
@@ -1182,8 +1271,11 @@ def check_database(
             ]
 
 
-def trace_breakdown(path: Path, results: list[ScenarioResult], by_step: dict[tuple[str, int], list[Any]]) -> None:
-    """Per-segment p50/p99 of the overhead from the traced service (`--trace`)."""
+def trace_breakdown(
+    paths: list[Path], results: list[ScenarioResult], by_step: dict[tuple[str, int], list[Any]]
+) -> None:
+    """Per-segment p50/p99 of the overhead from the traced service (`--trace`), its web processes'
+    traces merged (a record names its message, whichever process wrote it)."""
     handle: dict[tuple[str, str], list[float]] = {}
     apply: dict[tuple[str, str], list[float]] = {}
     deliver_command: dict[str, list[float]] = {}
@@ -1191,23 +1283,26 @@ def trace_breakdown(path: Path, results: list[ScenarioResult], by_step: dict[tup
     deliver: dict[str, list[float]] = {}
     starts: dict[str, list[float]] = {}
     sql_texts: dict[tuple[str, int], list[str]] = {}  # (message type, statement count) -> one sample
-    with path.open() as lines:
-        for line in lines:
-            rec = json.loads(line)
-            if rec[0] == "handle":
-                handle[(rec[1], rec[2])] = rec[3:]
-            elif rec[0] == "apply":
-                apply[(rec[1], rec[2])] = rec[3:]
-            elif rec[0] == "deliver_command" and rec[2]:
-                deliver_command[rec[2]] = rec[3:]
-            elif rec[0] == "publish":
-                publish[rec[1]] = rec[2:]
-            elif rec[0] == "deliver":
-                deliver[rec[1]] = rec[2:]
-            elif rec[0] == "start":
-                starts[rec[1]] = rec[2:]
-            elif rec[0] == "sql":
-                sql_texts.setdefault((rec[1], len(rec[2])), rec[2])
+    for path in paths:
+        if not path.exists():
+            continue
+        with path.open() as lines:
+            for line in lines:
+                rec = json.loads(line)
+                if rec[0] == "handle":
+                    handle[(rec[1], rec[2])] = rec[3:]
+                elif rec[0] == "apply":
+                    apply[(rec[1], rec[2])] = rec[3:]
+                elif rec[0] == "deliver_command" and rec[2]:
+                    deliver_command[rec[2]] = rec[3:]
+                elif rec[0] == "publish":
+                    publish[rec[1]] = rec[2:]
+                elif rec[0] == "deliver":
+                    deliver[rec[1]] = rec[2:]
+                elif rec[0] == "start":
+                    starts[rec[1]] = rec[2:]
+                elif rec[0] == "sql":
+                    sql_texts.setdefault((rec[1], len(rec[2])), rec[2])
     segments = [
         "daemon result sent -> handler starts (transport in; waits for the ack's handling)",
         "  of which: the ack's handling (event loop -> thread -> transaction -> back)",
@@ -1279,7 +1374,7 @@ def trace_breakdown(path: Path, results: list[ScenarioResult], by_step: dict[tup
         return p50_p99(values)
 
     log("\nTraced overhead per step, by segment (p50 / p99 ms; counts: p50 / p99):\n")
-    log("| segment | " + " | ".join(f"{r.kind} {r.scenario.name}" for r in results) + " |")
+    log("| segment | " + " | ".join(f"{r.label} {r.scenario.name}" for r in results) + " |")
     log("|---|" + "---:|" * len(results))
     for index, name in enumerate(segments):
         log(f"| {name} | " + " | ".join(cell(index, col[index]) for col in columns) + " |")
@@ -1315,19 +1410,27 @@ def profile_category(filename: str, name: str) -> str:
     return SERVICE_CODE if filename.startswith(str(REPO)) and "/.venv/" not in filename else OTHER
 
 
-def profile_summary(prefix: Path) -> None:
-    """Where the worker thread's time goes per message (cProfile's own time per function, grouped)."""
-    counts_path = Path(f"{prefix}.calls.json")
-    if not counts_path.exists():
-        log(f"\nprofile: no statistics written ({counts_path} missing)")
+def profile_summary(prefixes: list[Path]) -> None:
+    """Where the worker thread's time goes per message (cProfile's own time per function, grouped),
+    the web processes' statistics merged."""
+    counts: dict[str, int] = {}
+    written = [prefix for prefix in prefixes if Path(f"{prefix}.calls.json").exists()]
+    if not written:
+        log(f"\nprofile: no statistics written ({', '.join(f'{prefix}.calls.json' for prefix in prefixes)} missing)")
         return
-    counts: dict[str, int] = json.loads(counts_path.read_text())
-    labels = [label for label in ("command.result", "command.ack", "start") if Path(f"{prefix}.{label}.prof").exists()]
+    for prefix in written:
+        for label, count in json.loads(Path(f"{prefix}.calls.json").read_text()).items():
+            counts[label] = counts.get(label, 0) + count
+    files = {
+        label: [f"{prefix}.{label}.prof" for prefix in written if Path(f"{prefix}.{label}.prof").exists()]
+        for label in ("command.result", "command.ack", "start")
+    }
+    labels = [label for label, paths in files.items() if paths]
     categories = [PSYCOPG, *(c for c, _ in PROFILE_CATEGORIES[1:]), SERVICE_CODE, OTHER]
     per: dict[str, dict[str, float]] = {}
     top: dict[str, list[tuple[float, str]]] = {}
     for label in labels:
-        stats: Any = pstats.Stats(f"{prefix}.{label}.prof")
+        stats: Any = pstats.Stats(*files[label])
         n = max(1, counts.get(label, 1))
         sums: dict[str, float] = {}
         cumulative = []
@@ -1363,25 +1466,27 @@ def print_report(
     log(
         f"{args.executions} executions of {STEPS} steps per scenario; {args.nodes} daemons in {args.daemon_procs} "
         f"process(es); paced: {args.rate:g} executions/s ({STEPS * args.rate:g} steps/s offered), burst: all at once, "
-        f"{args.burst_concurrency} start requests in flight; warm-up {args.warmup} executions per shape"
+        f"{args.burst_concurrency} start requests in flight; warm-up {args.warmup} executions per shape; "
+        f"web processes: {', '.join(map(str, args.webs))} (run one after the other; daemons sticky round-robin over "
+        f"them, start requests round-robin)"
         + ("; SERVICE TRACED (--trace): not the goals' figures" if args.trace else "")
     )
     log("")
     log(
-        "| server | shape | start | executions | steps done | wall s | steps/s | overhead p50 / p99 / max ms "
-        "| fan-out 1st / 2nd child p50 ms | start -> 1st command p50 / p99 ms | execution p50 / p99 ms "
-        "| CPU ms/step server / PG / Celery / daemons | server event loop % |"
+        "| server | web procs | shape | start | executions | steps done | wall s | steps/s "
+        "| overhead p50 / p99 / max ms | fan-out 1st / 2nd child p50 ms | start -> 1st command p50 / p99 ms "
+        "| execution p50 / p99 ms | CPU ms/step server / PG / Celery / daemons | server event loop % |"
     )
-    log("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    log("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         s = r.scenario
         fan = f"{ms(pct(r.first_child, 0.5))} / {ms(pct(r.second_child, 0.5))}" if s.shape == "fanout" else ""
         cpu = " / ".join(f"{r.cpu_ms_per_step(name):.1f}" for name in ("server", "postgres", "celery", "daemons"))
+        loops = " / ".join(f"{100 * seconds / r.window_s:.0f}" for seconds in r.loop_threads_s)
         log(
-            f"| {r.kind} | {s.shape} | {s.mode} | {len(s.ids)} | {r.steps_done} | {r.wall_s:.2f} | "
+            f"| {r.kind} | {r.web} | {s.shape} | {s.mode} | {len(s.ids)} | {r.steps_done} | {r.wall_s:.2f} | "
             f"**{r.steps_per_s:.0f}** | **{p50_p99(r.overhead)}** / {ms(max(r.overhead, default=float('nan')))} "
-            f"| {fan} | {p50_p99(r.start_latency)} | {p50_p99(r.durations)} | {cpu} "
-            f"| {100 * r.loop_thread_s / r.window_s:.0f} |"
+            f"| {fan} | {p50_p99(r.start_latency)} | {p50_p99(r.durations)} | {cpu} | {loops} |"
         )
     log("")
     log(
@@ -1390,8 +1495,51 @@ def print_report(
         "result, 1st/2nd = the earlier/later of the two. steps/s: steps completed / (last completion NOTIFY - first "
         "start request); paced runs show the offered rate. start -> 1st command: start request sent -> step 0's "
         "command at the daemon. execution: start request sent -> completion NOTIFY. CPU ms/step: CPU of the "
-        "process(es) over the scenario / steps completed (PG: backends connected at the scenario's end)."
+        "process(es) over the scenario / steps completed (server: the web processes' sum; PG: backends connected "
+        "at the scenario's end). server event loop %: of one core, per web process."
     )
+    if any(r.web > 1 for r in results):
+        log("")
+        log("Commands by path: created in the web process holding the daemon's socket (same) or in another (cross):")
+        log("")
+        log(
+            "| server | web procs | shape | start | steps 1-2 cross / all | overhead same p50 / p99 ms "
+            "| overhead cross p50 / p99 ms | step 0 cross / all | start -> 1st command same p50 / p99 ms "
+            "| start -> 1st command cross p50 / p99 ms |"
+        )
+        log("|---|---:|---|---|---:|---:|---:|---:|---:|---:|")
+        for r in results:
+            s = r.scenario
+            log(
+                f"| {r.kind} | {r.web} | {s.shape} | {s.mode} "
+                f"| {len(r.overhead_cross)} / {len(r.overhead_same) + len(r.overhead_cross)} "
+                f"| {p50_p99(r.overhead_same)} | {p50_p99(r.overhead_cross)} | {r.starts_cross} / {len(s.ids)} "
+                f"| {p50_p99(r.start_latency_same)} | {p50_p99(r.start_latency_cross)} |"
+            )
+        log("")
+        log(
+            "A step's command is created where its dependency's command.result was handled (the web process of "
+            "the dependency's daemon), step 0's where its start request went; either way it is PUBLISHed to Redis "
+            "and emitted by the listener of the process that holds the daemon's socket."
+        )
+    if len(args.webs) > 1:
+        log("")
+        log(f"Web processes {' / '.join(map(str, args.webs))}, the same run (ratio: to {args.webs[0]}):")
+        log("")
+        log("| server | shape | start | steps/s | ratio | CPU ms/step server | overhead p50 ms |")
+        log("|---|---|---|---:|---:|---:|---:|")
+        for kind in args.servers:
+            for mode in args.modes:
+                for shape in args.shapes:
+                    row = [r for r in results if (r.kind, r.scenario.mode, r.scenario.shape) == (kind, mode, shape)]
+                    if not row:
+                        continue
+                    first = row[0].steps_per_s or float("nan")
+                    rates = " / ".join(f"{r.steps_per_s:.0f}" for r in row)
+                    ratios = " / ".join(f"{r.steps_per_s / first:.2f}" for r in row)
+                    cpu = " / ".join(f"{r.cpu_ms_per_step('server'):.1f}" for r in row)
+                    p50s = " / ".join(ms(pct(r.overhead, 0.5)) for r in row)
+                    log(f"| {kind} | {shape} | {mode} | {rates} | {ratios} | {cpu} | {p50s} |")
     log("")
     log("Baselines (one message at a time, the same machine, the same run):")
     log("")
@@ -1403,8 +1551,8 @@ def print_report(
         log("")
         log("Engine overhead / baseline of the same server kind, p50 ratio (p99 ratio):")
         log("")
-        log("| server | shape | start | redis | echo | echo-redis |")
-        log("|---|---|---|---:|---:|---:|")
+        log("| server | web procs | shape | start | redis | echo | echo-redis |")
+        log("|---|---:|---|---|---:|---:|---:|")
         by_name = {base.name: base for base in baselines}
         for r in results:
             cells = []
@@ -1416,13 +1564,15 @@ def print_report(
                 p50 = pct(r.overhead, 0.5) / pct(base.rtts, 0.5)
                 p99 = pct(r.overhead, 0.99) / pct(base.rtts, 0.99)
                 cells.append(f"{p50:.0f}x ({p99:.0f}x)")
-            log(f"| {r.kind} | {r.scenario.shape} | {r.scenario.mode} | " + " | ".join(cells) + " |")
+            log(f"| {r.kind} | {r.web} | {r.scenario.shape} | {r.scenario.mode} | " + " | ".join(cells) + " |")
     log("")
     ok = True
     for r in results:
+        per_web = " / ".join(f"{100 * r.cpu[f'server {i}'] / r.window_s:.0f}" for i in range(r.web))
+        loops = " / ".join(f"{100 * seconds / r.window_s:.0f}" for seconds in r.loop_threads_s)
         log(
-            f"{r.kind} {r.scenario.name}: {r.window_s:.1f} s window; CPU % of one core: server "
-            f"{100 * r.cpu['server'] / r.window_s:.0f} (event loop thread {100 * r.loop_thread_s / r.window_s:.0f}), "
+            f"{r.label} {r.scenario.name}: {r.window_s:.1f} s window; CPU % of one core: server "
+            f"{100 * r.cpu['server'] / r.window_s:.0f} (per web process {per_web}; event loop threads {loops}), "
             f"PostgreSQL backends {100 * r.cpu['postgres'] / r.window_s:.0f}, Celery worker+beat "
             f"{100 * r.cpu['celery'] / r.window_s:.0f}, daemons {100 * r.cpu['daemons'] / r.window_s:.0f}, "
             f"bench process (starts, LISTEN) {100 * r.cpu['bench'] / r.window_s:.0f}"
@@ -1448,12 +1598,12 @@ def print_report(
             (f"overhead p50 {p50:.1f} ms", p50 < GOAL_P50_MS, f"< {GOAL_P50_MS:g}"),
             (f"overhead p99 {p99:.1f} ms", p99 < GOAL_P99_MS, f"< {GOAL_P99_MS:g}"),
         ):
-            log(f"goal  {r.kind:7}  {r.scenario.name:13}  {text} {bound}: {'met' if met else 'MISSED'}")
+            log(f"goal  {r.label:10}  {r.scenario.name:13}  {text} {bound}: {'met' if met else 'MISSED'}")
             ok &= met
     for r in burst:
         met = r.steps_per_s >= GOAL_STEPS_PER_S
         log(
-            f"goal  {r.kind:7}  {r.scenario.name:13}  {r.steps_per_s:.0f} steps/s >= {GOAL_STEPS_PER_S:g}: "
+            f"goal  {r.label:10}  {r.scenario.name:13}  {r.steps_per_s:.0f} steps/s >= {GOAL_STEPS_PER_S:g}: "
             f"{'met' if met else 'MISSED'}"
         )
         ok &= met
@@ -1503,6 +1653,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--nodes", type=int, default=20, help="simulated daemons (nodes)")
     parser.add_argument("--daemon-procs", type=int, default=1, help="OS processes the daemons are spread over")
     parser.add_argument("--server", default="daphne", help="daphne, uvicorn, or both (comma-separated)")
+    parser.add_argument(
+        "--web-processes",
+        default="1",
+        help="server processes per server kind (daemons and start requests spread over them); several "
+        "comma-separated counts (1,2) run one after the other in the same run",
+    )
     parser.add_argument("--warmup", type=int, default=10, help="executions per shape run first, not measured")
     parser.add_argument("--baselines", default="redis,echo,echo-redis", help="redis, echo, echo-redis, or none")
     parser.add_argument("--baseline-samples", type=int, default=1000, help="round trips per baseline")
@@ -1521,6 +1677,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.shapes = [s.strip() for s in args.shape.split(",") if s.strip()]
     args.modes = [s.strip() for s in args.start.split(",") if s.strip()]
     args.servers = [s.strip() for s in args.server.split(",") if s.strip()]
+    try:
+        args.webs = [int(w) for w in args.web_processes.split(",") if w.strip()]
+    except ValueError:
+        parser.error("--web-processes: counts 1..8, comma-separated (1,2)")
     args.baseline_kinds = [s.strip() for s in args.baselines.split(",") if s.strip() and s.strip() != "none"]
     if not args.shapes or any(s not in SHAPES for s in args.shapes):
         parser.error("--shape: chain, fanout or chain,fanout")
@@ -1528,6 +1688,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--start: paced, burst or paced,burst")
     if not args.servers or any(s not in ("daphne", "uvicorn") for s in args.servers):
         parser.error("--server: daphne, uvicorn or daphne,uvicorn")
+    if not args.webs or any(not 1 <= w <= 8 for w in args.webs) or len(set(args.webs)) != len(args.webs):
+        parser.error("--web-processes: counts 1..8, comma-separated (1,2), each once")
     if any(b not in ("redis", "echo", "echo-redis") for b in args.baseline_kinds):
         parser.error("--baselines: redis, echo, echo-redis (comma-separated) or none")
     if not 1 <= args.executions <= 5000 or not 0 <= args.warmup <= 1000 or not 0 < args.rate <= 1000:
@@ -1645,46 +1807,49 @@ def main(argv: list[str]) -> int:
 
         results: list[ScenarioResult] = []
         daemon_reports: dict[str, dict[str, Any]] = {}
-        for kind in args.servers:
+        # Every (server kind, web process count) gets its own topology and database clone; the
+        # scenarios' executions are the template's, so each run starts the same pending ones.
+        for kind, web in [(kind, web) for kind in args.servers for web in args.webs]:
             reset_redis(redis_url)
             cleanup.add("database", lambda: drop_database(admin_dsn, args.db))
             recreate_database(admin_dsn, args.db, template=template)
-            run = ServiceRun(kind, args, env, logdir, nodes, token, dsn, cleanup)
-            log(f"{kind}: starting server, Celery worker and beat, {args.nodes} daemons")
+            run = ServiceRun(kind, web, args, env, logdir, nodes, token, dsn, cleanup)
+            label = run.label
+            log(f"{label}: starting {web} server process(es), Celery worker and beat, {args.nodes} daemons")
             run.start()
-            kind_results = []
+            run_results = []
             for s in scenarios:
                 if s.mode == "warmup":
                     warm = run.run(s, args.rate)
-                    log(f"{kind}: warm-up {s.shape}: {len(warm.done)}/{len(s.ids)} done")
+                    log(f"{label}: warm-up {s.shape}: {len(warm.done)}/{len(s.ids)} done")
                     if not warm.finished or any(status != "completed" for status, _ in warm.done.values()):
                         statuses = sorted({str(v[2]) for v in warm.starts.values()})
                         raise RuntimeError(
-                            f"{kind}: the warm-up did not complete (start answers {statuses}); server log:\n"
-                            + run.server.log_tail()
+                            f"{label}: the warm-up did not complete (start answers {statuses}); server logs:\n"
+                            + run.log_tail()
                         )
                     continue
                 time.sleep(1.0)
                 r = run.run(s, args.rate if s.mode == "paced" else None)
-                kind_results.append(r)
+                run_results.append(r)
                 log(
-                    f"{kind}: {s.name}: {len(r.done)}/{len(s.ids)} executions done in {r.window_s:.1f}s"
+                    f"{label}: {s.name}: {len(r.done)}/{len(s.ids)} executions done in {r.window_s:.1f}s"
                     + ("" if r.finished else " (NOT all finished in time)")
                 )
             report = run.collect()
-            daemon_reports[kind] = report
+            daemon_reports[label] = report
             by_step: dict[tuple[str, int], list[Any]] = {}
             for rec in report["records"]:
                 by_step.setdefault((rec[1], rec[2]), rec)
-            for r in kind_results:
+            for r in run_results:
                 analyse(r, by_step)
-            check_database(dsn, kind_results, by_step, report)
-            results += kind_results
+            check_database(dsn, run_results, by_step, report)
+            results += run_results
             cleanup.run("service")
             if args.trace:
-                trace_breakdown(run.trace_path, kind_results, by_step)
+                trace_breakdown(run.trace_paths, run_results, by_step)
             if args.profile:
-                profile_summary(run.profile_path)
+                profile_summary(run.profile_paths)
             if not args.keep_db:
                 cleanup.run("database")
         ok = print_report(results, baselines, args, daemon_reports)
