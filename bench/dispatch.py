@@ -554,11 +554,13 @@ def _install_trace() -> None:
         finally:
             write("deliver_command", getattr(local, "parent", None), local.delivered, t_in, time.monotonic())
 
-    def traced_deliver_to_node(org_id: str, node_id: str, event: str, payload: dict[str, Any]) -> None:
+    def traced_deliver_to_node(
+        org_id: str, node_id: str, event: str, payload: dict[str, Any], connection_id: str | None = None
+    ) -> None:
         t_in = time.monotonic()
         local.delivered = payload.get("messageId")
         try:
-            deliver_to_node(org_id, node_id, event, payload)
+            deliver_to_node(org_id, node_id, event, payload, connection_id)
         finally:
             write("deliver", payload.get("messageId"), t_in, time.monotonic())
 

@@ -89,22 +89,31 @@ def deliver_command(*, command_pk: str, command: NodeCommand | None = None) -> b
     command = command or NodeCommand.objects.filter(pk=command_pk).first()
     if command is None or command.status != CommandStatus.QUEUED:
         return False
+    connection_id = _connection_of(command)
+    if connection_id is None:
+        return False  # not connected: it stays queued for the next register
     now = timezone.now()
-    # One statement: still queued (nobody else sent it meanwhile: a register, another worker) and
-    # its node connected. Otherwise it stays queued for the next register.
-    connected = Node.objects.filter(
-        owner_org_id=OuterRef("owner_org_id"), node_id=OuterRef("node_id"), websocket_connected=True, is_deleted=False
-    )
-    marked = (
-        NodeCommand.objects.filter(pk=command.pk, status=CommandStatus.QUEUED)
-        .filter(Exists(connected))
-        .update(status=CommandStatus.SENT, sent_at=now, updated_at=now, attempts=F("attempts") + 1)
+    marked = NodeCommand.objects.filter(pk=command.pk, status=CommandStatus.QUEUED).update(
+        status=CommandStatus.SENT, sent_at=now, updated_at=now, attempts=F("attempts") + 1
     )
     if not marked:
-        return False
+        return False  # someone else (a register, another worker) sent it meanwhile
     command.sent_at = now
-    delivery.deliver_to_node(command.owner_org_id, command.node_id, command.type, command_envelope(command))
+    delivery.deliver_to_node(
+        command.owner_org_id, command.node_id, command.type, command_envelope(command), connection_id
+    )
     return True
+
+
+def _connection_of(command: NodeCommand) -> str | None:
+    """The current connection id of the command's node, or None when it is not connected."""
+    return (
+        Node.objects.filter(
+            owner_org_id=command.owner_org_id, node_id=command.node_id, websocket_connected=True, is_deleted=False
+        )
+        .values_list("connection_id", flat=True)
+        .first()
+    )
 
 
 def commands_pending_for(*, org_id: str, node_id: str) -> list[dict[str, Any]]:
@@ -272,27 +281,33 @@ def commands_redeliver(*, now: datetime | None = None) -> int:
       sending it twice in one round.
     """
     now = now or timezone.now()
-    connected = Node.objects.filter(is_deleted=False, websocket_connected=True)
+    # Only commands of connected nodes: those of offline nodes wait for a register, and must not
+    # fill the batch ahead of the ones that can go out.
+    connected = Node.objects.filter(
+        owner_org_id=OuterRef("owner_org_id"), node_id=OuterRef("node_id"), websocket_connected=True, is_deleted=False
+    )
     stale_queued = NodeCommand.objects.filter(
         status=CommandStatus.QUEUED, created_at__lte=now - timedelta(seconds=QUEUED_GRACE_SECONDS)
-    )
+    ).filter(Exists(connected))
     delivered = 0
     for command in stale_queued.order_by("created_at")[:REDELIVER_BATCH]:
-        if connected.filter(owner_org_id=command.owner_org_id, node_id=command.node_id).exists():
-            delivered += deliver_command(command_pk=command.pk)
+        delivered += deliver_command(command_pk=command.pk, command=command)
     unacknowledged = NodeCommand.objects.filter(
         status=CommandStatus.SENT,
         sent_at__lte=now - timedelta(seconds=settings.AIWM_COMMAND_ACK_TIMEOUT_SECONDS),
         attempts__lt=settings.AIWM_COMMAND_MAX_ATTEMPTS,
     )
     for command in unacknowledged.order_by("sent_at")[:REDELIVER_BATCH]:
-        if not connected.filter(owner_org_id=command.owner_org_id, node_id=command.node_id).exists():
+        connection_id = _connection_of(command)
+        if connection_id is None:
             continue  # it goes out in pendingCommands when the node registers again
         resent = NodeCommand.objects.filter(pk=command.pk, status=CommandStatus.SENT, attempts=command.attempts).update(
             sent_at=now, updated_at=now, attempts=F("attempts") + 1
         )
         if resent:
             command.sent_at = now
-            delivery.deliver_to_node(command.owner_org_id, command.node_id, command.type, command_envelope(command))
+            delivery.deliver_to_node(
+                command.owner_org_id, command.node_id, command.type, command_envelope(command), connection_id
+            )
             delivered += 1
     return delivered

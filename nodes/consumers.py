@@ -58,7 +58,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
             await self._send(protocol.error_reply("UNAUTHORIZED", str(exc)))
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
-        connection_id = f"ws-{uuid.uuid4().hex}"
+        connection_id = f"{delivery.PLAIN_WEBSOCKET_PREFIX}{uuid.uuid4().hex}"
         self.conn = protocol.Connection(identity=identity, connection_id=connection_id)
         self.group = delivery.group_for(identity.org_id, identity.node_id)
         await self.channel_layer.group_add(self.group, self.channel_name)

@@ -41,22 +41,43 @@ def _redis_emitter(url: str, channel: str) -> Any:
     return socketio.RedisManager(url, channel=channel, write_only=True)
 
 
-def deliver_to_node(org_id: str, node_id: str, event: str, payload: dict[str, Any]) -> None:
-    """Send `event` to the node's sockets, in any process. Call from sync code (a service, a task)."""
+PLAIN_WEBSOCKET_PREFIX = "ws-"  # connection ids of the Channels consumer; Socket.IO sids never start so
+
+
+def transports_for(connection_id: str | None) -> tuple[bool, bool]:
+    """(Socket.IO, plain WebSocket): which transport a node's current connection uses; both when unknown."""
+    if not connection_id:
+        return True, True
+    plain = connection_id.startswith(PLAIN_WEBSOCKET_PREFIX)
+    return not plain, plain
+
+
+def deliver_to_node(
+    org_id: str, node_id: str, event: str, payload: dict[str, Any], connection_id: str | None = None
+) -> None:
+    """Send `event` to the node's sockets, in any process. Call from sync code (a service, a task).
+
+    With the node's `connection_id`, only its transport is used (a Channels group_send costs a
+    thread hop and a Redis script per message); without it, both. A message that misses a node
+    which just switched transports is not lost: the outbox re-sends it on the node's register.
+    """
     group = group_for(org_id, node_id)
+    socketio_wanted, plain_wanted = transports_for(connection_id)
     if settings.REDIS_URL:
         try:
-            _redis_emitter(settings.REDIS_URL, settings.AIWM_SOCKETIO_CHANNEL).emit(
-                event, payload, namespace=NAMESPACE, room=group
-            )
-            async_to_sync(get_channel_layer().group_send)(group, {"type": "node.deliver", "payload": payload})
+            if socketio_wanted:
+                _redis_emitter(settings.REDIS_URL, settings.AIWM_SOCKETIO_CHANNEL).emit(
+                    event, payload, namespace=NAMESPACE, room=group
+                )
+            if plain_wanted:
+                async_to_sync(get_channel_layer().group_send)(group, {"type": "node.deliver", "payload": payload})
         except Exception:  # Redis down: the caller (an on_commit hook, a task) goes on; the outbox re-sends
             logger.exception("delivery to %s through Redis failed", group)
         return
     loop = _local["loop"]
     if loop is None or loop.is_closed():
         return  # no server in this process, so no node can be connected to it
-    coroutine = _deliver_here(group, event, payload)
+    coroutine = _deliver_here(group, event, payload, socketio_wanted, plain_wanted)
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
@@ -67,9 +88,11 @@ def deliver_to_node(org_id: str, node_id: str, event: str, payload: dict[str, An
         asyncio.run_coroutine_threadsafe(coroutine, loop)
 
 
-async def _deliver_here(group: str, event: str, payload: dict[str, Any]) -> None:
+async def _deliver_here(group: str, event: str, payload: dict[str, Any], socketio: bool, plain: bool) -> None:
     try:
-        await _local["sio"].emit(event, payload, room=group, namespace=NAMESPACE)
-        await get_channel_layer().group_send(group, {"type": "node.deliver", "payload": payload})
+        if socketio:
+            await _local["sio"].emit(event, payload, room=group, namespace=NAMESPACE)
+        if plain:
+            await get_channel_layer().group_send(group, {"type": "node.deliver", "payload": payload})
     except Exception:  # a delivery failure must not take the caller down: the outbox re-sends
         logger.exception("delivery to %s failed", group)
