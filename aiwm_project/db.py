@@ -22,13 +22,33 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+# SQLSTATEs of a lost connection: connection exceptions (08…), and the server shutting the
+# session down (admin shutdown, crash shutdown, cannot connect now).
+LOST_CONNECTION_STATES = ("57P01", "57P02", "57P03")
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether a database error means the connection is gone (not an SQL error, not a lock).
+
+    Decided from the driver's error, not by probing the connection afterwards: leaving a failed
+    transaction, Django may already have opened a fresh, usable connection in its place.
+    """
+    if connection.vendor != "postgresql":
+        return False
+    cause = exc.__cause__
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate is None:
+        return cause is not None  # a client-side failure: the socket closed, the connection is broken
+    return sqlstate.startswith("08") or sqlstate in LOST_CONNECTION_STATES
+
+
 def _with_reconnect(func: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(func)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (InterfaceError, OperationalError):
-            if connection.in_atomic_block or connection.is_usable():
+        except (InterfaceError, OperationalError) as exc:
+            if connection.in_atomic_block or not connection_lost(exc):
                 raise  # a real database error (or inside a caller's transaction): not ours to retry
             connection.close()
             return func(*args, **kwargs)
