@@ -95,7 +95,6 @@ import json
 import os
 import platform
 import pstats
-import queue
 import secrets
 import shlex
 import shutil
@@ -115,6 +114,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.common import log_tail, stop_group  # noqa: E402  (the repository has to be on sys.path first)
 from bench.node_swarm import (  # noqa: E402  (the repository has to be on sys.path first)
     HOST,
     NAMESPACE,
@@ -628,47 +628,17 @@ class Child:
         raise RuntimeError(f"{self.name}: no {text!r} in its log after {timeout:.0f}s:\n{self.tail()}")
 
     def tail(self) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop_group(self.proc, grace=15)
 
 
 class ScriptProcess(SwarmProcess):
     """bench/node_swarm.py's line-driven child (send/expect/kill), running one of this script's roles."""
 
     def __init__(self, role: str, index: int, cfg: dict[str, Any], env: dict[str, str], logdir: Path, tag: str = ""):
-        self.index = index
-        # `tag`: one run's files apart from another's (several server kinds, web process counts).
-        config_path = logdir / f"{role}{tag}-{index}.json"
-        config_path.write_text(json.dumps(cfg))
-        config_path.chmod(0o600)  # node tokens
-        self.stderr_path = logdir / f"{role}{tag}-{index}.err"
-        with self.stderr_path.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, __file__, f"_{role}", str(config_path)],
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                start_new_session=True,
-            )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        assert self.proc.stdout is not None
-        self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
-        self._reader.start()
+        super().__init__(index, cfg, env, logdir, script=__file__, role=role, tag=tag)
 
 
 class Cleanup:

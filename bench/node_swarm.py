@@ -573,15 +573,27 @@ class Server:
 class SwarmProcess:
     """One OS process of the swarm, driven by lines on its stdin, answering JSON lines on stdout."""
 
-    def __init__(self, index: int, cfg: dict[str, Any], env: dict[str, str], logdir: Path):
+    def __init__(
+        self,
+        index: int,
+        cfg: dict[str, Any],
+        env: dict[str, str],
+        logdir: Path,
+        *,
+        script: str = __file__,
+        role: str = "swarm",
+        tag: str = "",
+    ):
+        """`script _<role> <config>` as the child (another benchmark reuses this with its own roles);
+        `tag` keeps one run's files apart from another's."""
         self.index = index
-        config_path = logdir / f"swarm-{index}.json"
+        config_path = logdir / f"{role}{tag}-{index}.json"
         config_path.write_text(json.dumps(cfg))
-        config_path.chmod(0o600)
-        self.stderr_path = logdir / f"swarm-{index}.err"
+        config_path.chmod(0o600)  # node tokens
+        self.stderr_path = logdir / f"{role}{tag}-{index}.err"
         with self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, __file__, "_swarm", str(config_path)],
+                [sys.executable, script, f"_{role}", str(config_path)],
                 cwd=REPO,
                 env=env,
                 stdin=subprocess.PIPE,
@@ -617,10 +629,7 @@ class SwarmProcess:
         return payload
 
     def err_tail(self) -> str:
-        try:
-            return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-30:])
-        except OSError:
-            return ""
+        return log_tail(self.stderr_path)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
