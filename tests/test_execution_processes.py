@@ -38,20 +38,18 @@ helpers of test_gateway_redis.py against the test's PostgreSQL database (committ
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connection, transaction
 
@@ -65,17 +63,14 @@ from nodes.protocol import Connection, apply_message
 from tests.conftest import ORG_A
 from tests.gateway import OWNER_A, eventually, free_port, make_node
 from tests.test_execution_engine import NODE, cancels_for, chain, create, fresh, mark_sent, step
-from tests.test_gateway_redis import (
-    JWT_SECRET,
-    NODE_TOKEN_SECRET,
+from tests.test_gateway_redis import (  # `processes` is a fixture `cluster` builds on
     ROOT,
     STARTUP_SECONDS,
     SWEEP_SECONDS,
     Processes,
-    database_url,
     make_stale,
     post_json,
-    redis_url,
+    processes,  # noqa: F401
     user_token,
     wait_offline,
 )
@@ -293,41 +288,11 @@ def test_cancel_racing_the_final_result_applies_one_or_the_other(node: Node, ord
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, settings: Any) -> Iterator[Processes]:
-    """An environment for child processes sharing the test's database and a Redis database;
-    every child is stopped at the end (the same set-up as test_gateway_redis.py's `processes`)."""
-    # The test process signs tokens with the secrets the servers check them with.
-    settings.IAM_JWT_SECRET = JWT_SECRET
-    settings.IAM_JWT_ALGORITHMS = ["HS256"]
-    settings.AIWM_NODE_TOKEN_SECRET = NODE_TOKEN_SECRET
-    # The suite's Redis database for child processes (14; bench/dispatch.py keeps to 1..13, the
-    # suite's run of test_gateway_redis.py comes before or after this module, never during it).
-    url = redis_url()
-    redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AIWM_", "IAM_", "DJANGO_", "CELERY_")) and key not in ("DATABASE_URL", "REDIS_URL")
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="aiwm_project.settings",
-        DATABASE_URL=database_url(),
-        REDIS_URL=url,
-        AIWM_SOCKETIO_CHANNEL=f"aiwm-socketio-test-{uuid.uuid4().hex}",  # pub/sub ignores database numbers
-        IAM_JWT_SECRET=JWT_SECRET,
-        AIWM_NODE_TOKEN_SECRET=NODE_TOKEN_SECRET,
-        AIWM_IN_PROCESS_SWEEP="false",  # only Celery sweeps: what a test sees swept, beat did
-        AIWM_VAR_DIR=str(tmp_path / "var"),
-        DJANGO_SECRET_KEY="process-test-django-secret",
-        DB_CONN_MAX_AGE="0",
-        LOG_LEVEL="WARNING",
-        PYTHONUNBUFFERED="1",
-    )
-    children = Processes(tmp_path, env)
-    try:
-        yield children
-    finally:
-        children.stop()
+def cluster(request: pytest.FixtureRequest) -> Processes:
+    """Child processes sharing the test's database and Redis database 14, stopped at the end:
+    test_gateway_redis.py's set-up (the same secrets, an own pub/sub channel, no in-process sweep)."""
+    children: Processes = request.getfixturevalue("processes")
+    return children
 
 
 def start_web(cluster: Processes, name: str, port: int) -> None:
