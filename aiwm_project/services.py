@@ -20,6 +20,15 @@ from aiwm_project.models import OwnedModel
 M = TypeVar("M", bound=OwnedModel)
 
 
+def lock_live(model: type[M], pk: str) -> M:
+    """The live row, read under its row lock (SELECT FOR UPDATE, inside the caller's transaction);
+    NotFoundError when it is gone or soft-deleted."""
+    locked = model.objects.select_for_update().filter(pk=pk, is_deleted=False).first()
+    if locked is None:
+        raise NotFoundError(f"{model.entity_label} with ID {pk} not found")
+    return locked
+
+
 def _api_name(field: str) -> str:
     from aiwm_project.api.serializers import camelize
 

@@ -144,11 +144,6 @@ class DeploymentViewSet(EntityViewSet):
 
     # --- lifecycle, through the execution engine ---
 
-    def _lifecycle_response(self, message: str, deployment: Deployment, execution_id: str) -> Response:
-        return Response(
-            {"message": message, "deployment": self.get_serializer(deployment).data, "executionId": execution_id}
-        )
-
     @extend_schema(
         summary="Start the deployment: a deploy-model execution (download unless present, then deployment.start)",
         description="Answers at once with the execution that does the work; the deployment's `status` follows "
@@ -161,7 +156,9 @@ class DeploymentViewSet(EntityViewSet):
     @action(detail=True, methods=["post"], url_path="start", required_right="update")
     def start(self, request: Request, id: str | None = None) -> Response:
         deployment, execution = deployment_start(deployment=self.get_object(), actor=self.actor)
-        return self._lifecycle_response("Deployment started successfully", deployment, execution.execution_id)
+        return self.workflow_response(
+            "Deployment started successfully", "deployment", deployment, execution.execution_id
+        )
 
     @extend_schema(
         summary="Stop the deployment: a stop-deployment execution (deployment.stop)",
@@ -182,4 +179,6 @@ class DeploymentViewSet(EntityViewSet):
             graceful_shutdown=body["gracefulShutdown"],
             timeout_seconds=body["timeoutSeconds"],
         )
-        return self._lifecycle_response("Deployment stopped successfully", deployment, execution.execution_id)
+        return self.workflow_response(
+            "Deployment stopped successfully", "deployment", deployment, execution.execution_id
+        )

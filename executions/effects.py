@@ -79,27 +79,28 @@ def step_failed(execution: Execution, step: StepDocument) -> None:
     _model(execution, step, status=ModelStatus.ERROR)
 
 
+# What a deployment workflow's ending does to its deployment: (state changes, event severity).
+DEPLOYMENT_ON_FINISH: dict[str, tuple[dict[str, Any], str]] = {
+    ExecutionStatus.FAILED: ({"status": DeploymentStatus.FAILED, "is_running": False}, EventSeverity.ERROR),
+    ExecutionStatus.TIMEOUT: ({"status": DeploymentStatus.FAILED, "is_running": False}, EventSeverity.ERROR),
+    ExecutionStatus.CANCELLED: ({}, EventSeverity.WARNING),
+}
+
+
 def execution_finished(execution: Execution) -> None:
-    """A deployment's workflow that failed or timed out leaves it failed, with the reason."""
-    if execution.resource_type != ResourceType.DEPLOYMENT or not execution.resource_id:
+    """A deployment's workflow that failed or timed out leaves it failed, with the reason; a
+    cancelled one leaves a warning in its events."""
+    outcome = DEPLOYMENT_ON_FINISH.get(execution.status)
+    if execution.resource_type != ResourceType.DEPLOYMENT or not execution.resource_id or outcome is None:
         return
+    changes, severity = outcome
     error = execution.error or {}
     reason = f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
-    if execution.status in (ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT):
-        deployment_set_state(
-            org_id=execution.owner_org_id,
-            deployment_id=execution.resource_id,
-            changes={"status": DeploymentStatus.FAILED, "is_running": False},
-            event=f"execution.{execution.status}",
-            message=f"{execution.type} {execution.execution_id} {execution.status}: {reason}",
-            severity=EventSeverity.ERROR,
-        )
-    elif execution.status == ExecutionStatus.CANCELLED:
-        deployment_set_state(
-            org_id=execution.owner_org_id,
-            deployment_id=execution.resource_id,
-            changes={},
-            event="execution.cancelled",
-            message=f"{execution.type} {execution.execution_id} cancelled: {reason}",
-            severity=EventSeverity.WARNING,
-        )
+    deployment_set_state(
+        org_id=execution.owner_org_id,
+        deployment_id=execution.resource_id,
+        changes=changes,
+        event=f"execution.{execution.status}",
+        message=f"{execution.type} {execution.execution_id} {execution.status}: {reason}",
+        severity=severity,
+    )

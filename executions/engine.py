@@ -34,6 +34,7 @@ from django.utils import timezone
 from aiwm_project.api.errors import format_datetime
 from aiwm_project.auth import Principal
 from aiwm_project.exceptions import ConflictError, NotFoundError
+from aiwm_project.services import lock_live
 from executions import effects
 from executions.choices import ExecutionStatus, StepStatus
 from executions.models import Execution
@@ -76,13 +77,6 @@ def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
-def _locked(pk: str) -> Execution:
-    execution = Execution.objects.select_for_update().filter(pk=pk, is_deleted=False).first()
-    if execution is None:
-        raise NotFoundError(f"Execution with ID {pk} not found")
-    return execution
-
-
 def _save(execution: Execution, now: datetime, actor_id: str | None = None) -> None:
     execution.updated_at = now
     if actor_id is not None:
@@ -102,7 +96,7 @@ def execution_start(*, pk: str, force: bool = False, actor: Principal) -> Execut
     """
     now = timezone.now()
     with transaction.atomic():
-        execution = _locked(pk)
+        execution = lock_live(Execution, pk)
         if execution.status == RUNNING and not force:
             raise ConflictError(
                 f"Execution {execution.execution_id!r} is already running; send force=true to restart it"
@@ -125,7 +119,7 @@ def execution_cancel(*, pk: str, reason: str = "", actor: Principal) -> Executio
     now = timezone.now()
     reason = reason.strip() or "Cancelled by user"
     with transaction.atomic():
-        execution = _locked(pk)
+        execution = lock_live(Execution, pk)
         if execution.status not in (ExecutionStatus.PENDING, RUNNING):
             raise ConflictError(
                 f"Execution {execution.execution_id!r} is {execution.status}; "
@@ -146,7 +140,7 @@ def execution_retry(*, pk: str, reset_steps: bool = True, actor: Principal) -> E
     """
     now = timezone.now()
     with transaction.atomic():
-        execution = _locked(pk)
+        execution = lock_live(Execution, pk)
         if execution.status not in RETRYABLE:
             raise ConflictError(
                 f"Execution {execution.execution_id!r} is {execution.status}; "

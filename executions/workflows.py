@@ -12,7 +12,8 @@ from typing import Any
 from django.db import transaction
 
 from aiwm_project.auth import Principal
-from aiwm_project.exceptions import ConflictError, NotFoundError, ValidationFailed
+from aiwm_project.exceptions import ConflictError, ValidationFailed
+from aiwm_project.services import lock_live
 from deployments.choices import DeploymentStatus, HardwareProfile
 from deployments.models import Deployment
 from deployments.services import deployment_set_state
@@ -38,13 +39,6 @@ def _active_execution(org_id: str, resource_type: str, resource_id: str) -> Exec
         .order_by("-created_at")
         .first()
     )
-
-
-def _locked_deployment(deployment: Deployment) -> Deployment:
-    locked = Deployment.objects.select_for_update().filter(pk=deployment.pk, is_deleted=False).first()
-    if locked is None:
-        raise NotFoundError(f"Deployment with ID {deployment.pk} not found")
-    return locked
 
 
 def model_path(model: AIModel) -> str:
@@ -81,7 +75,7 @@ def deployment_start(*, deployment: Deployment, actor: Principal) -> tuple[Deplo
     the model is already there, then `deployment.start`. 409 when the deployment is running or a
     workflow on it is still active."""
     with transaction.atomic():
-        deployment = _locked_deployment(deployment)
+        deployment = lock_live(Deployment, deployment.pk)
         if deployment.status == DeploymentStatus.RUNNING:
             raise ConflictError(f"Deployment {deployment.deployment_id!r} is already running")
         active = _active_execution(actor.org_id, ResourceType.DEPLOYMENT, deployment.deployment_id)
@@ -122,7 +116,9 @@ def deployment_start(*, deployment: Deployment, actor: Principal) -> tuple[Deplo
             }
         )
         execution_id = str(uuid.uuid4())
-        deployment = _requested(deployment, execution_id, "start", DeploymentStatus.PENDING)
+        deployment = _requested(
+            deployment, execution_id, "start", {"status": DeploymentStatus.PENDING, "is_running": False}
+        )
         execution = _create_and_start(
             actor,
             execution_id=execution_id,
@@ -132,7 +128,6 @@ def deployment_start(*, deployment: Deployment, actor: Principal) -> tuple[Deplo
             resource_type=ResourceType.DEPLOYMENT,
             resource_id=deployment.deployment_id,
             node_id=node.node_id,
-            timeout_seconds=sum(step["timeoutSeconds"] for step in steps),
             steps=steps,
         )
         deployment.refresh_from_db()
@@ -146,7 +141,7 @@ def deployment_stop(
     is cancelled first (its node gets `command.cancel`). 409 when the deployment is stopped or is
     already being stopped."""
     with transaction.atomic():
-        deployment = _locked_deployment(deployment)
+        deployment = lock_live(Deployment, deployment.pk)
         if deployment.status == DeploymentStatus.STOPPED:
             raise ConflictError(f"Deployment {deployment.deployment_id!r} is already stopped")
         active = _active_execution(actor.org_id, ResourceType.DEPLOYMENT, deployment.deployment_id)
@@ -170,7 +165,7 @@ def deployment_stop(
             "optional": False,
         }
         execution_id = str(uuid.uuid4())
-        deployment = _requested(deployment, execution_id, "stop", None)
+        deployment = _requested(deployment, execution_id, "stop", {})
         execution = _create_and_start(
             actor,
             execution_id=execution_id,
@@ -180,7 +175,6 @@ def deployment_stop(
             resource_type=ResourceType.DEPLOYMENT,
             resource_id=deployment.deployment_id,
             node_id=deployment.node_id,
-            timeout_seconds=step["timeoutSeconds"],
             steps=[step],
         )
         deployment.refresh_from_db()
@@ -191,9 +185,7 @@ def model_download(*, model: AIModel, actor: Principal) -> tuple[AIModel, Execut
     """Build and start a `download-model` execution on the model's node. 400 when the model has no
     node; 409 while another download of it is active."""
     with transaction.atomic():
-        locked = AIModel.objects.select_for_update().filter(pk=model.pk, is_deleted=False).first()
-        if locked is None:
-            raise NotFoundError(f"Model with ID {model.pk} not found")
+        locked = lock_live(AIModel, model.pk)
         if not locked.node_id:
             raise ValidationFailed(["nodeId: the model has no node to download it to; set its nodeId first"])
         active = _active_execution(actor.org_id, ResourceType.MODEL, locked.model_id)
@@ -210,22 +202,20 @@ def model_download(*, model: AIModel, actor: Principal) -> tuple[AIModel, Execut
             resource_type=ResourceType.MODEL,
             resource_id=locked.model_id,
             node_id=locked.node_id,
-            timeout_seconds=step["timeoutSeconds"],
             steps=[step],
         )
         locked.refresh_from_db()
     return locked, execution
 
 
-def _create_and_start(actor: Principal, **fields: Any) -> Execution:
-    execution = execution_create(data=fields, actor=actor)
+def _create_and_start(actor: Principal, *, steps: list[dict[str, Any]], **fields: Any) -> Execution:
+    """Create and start the execution; its timeout is the sum of its steps' (they run in sequence at worst)."""
+    timeout_seconds = sum(step["timeoutSeconds"] for step in steps)
+    execution = execution_create(data={**fields, "steps": steps, "timeout_seconds": timeout_seconds}, actor=actor)
     return execution_start(pk=execution.pk, actor=actor)
 
 
-def _requested(deployment: Deployment, execution_id: str, verb: str, status: str | None) -> Deployment:
-    changes = {"status": status} if status else {}
-    if status == DeploymentStatus.PENDING:
-        changes["is_running"] = False  # type: ignore[assignment]
+def _requested(deployment: Deployment, execution_id: str, verb: str, changes: dict[str, Any]) -> Deployment:
     updated = deployment_set_state(
         org_id=deployment.owner_org_id,
         deployment_id=deployment.deployment_id,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.decorators import action
@@ -102,9 +100,4 @@ class AIModelViewSet(EntityViewSet):
         from executions.workflows import model_download  # executions builds on the registry, not the reverse
 
         model, execution = model_download(model=self.get_object(), actor=self.actor)
-        body: dict[str, Any] = {
-            "message": "Model download started",
-            "model": self.get_serializer(model).data,
-            "executionId": execution.execution_id,
-        }
-        return Response(body)
+        return self.workflow_response("Model download started", "model", model, execution.execution_id)

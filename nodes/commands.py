@@ -89,15 +89,25 @@ def deliver_command(*, command_pk: str, command: NodeCommand | None = None) -> b
     command = command or NodeCommand.objects.filter(pk=command_pk).first()
     if command is None or command.status != CommandStatus.QUEUED:
         return False
-    connection_id = _connection_of(command)
+    return _hand_over(command, still={"status": CommandStatus.QUEUED})
+
+
+def _hand_over(command: NodeCommand, *, still: dict[str, Any]) -> bool:
+    """Mark the command sent (a CAS on `still`, the state it was read in) and hand it to the
+    transport of its node's current connection. False when the node is not connected (it goes out
+    in the next register's pendingCommands) or someone else (a register, another worker) sent it
+    meanwhile."""
+    connection_id = (
+        _connected_nodes(command.owner_org_id, command.node_id).values_list("connection_id", flat=True).first()
+    )
     if connection_id is None:
-        return False  # not connected: it stays queued for the next register
+        return False
     now = timezone.now()
-    marked = NodeCommand.objects.filter(pk=command.pk, status=CommandStatus.QUEUED).update(
+    marked = NodeCommand.objects.filter(pk=command.pk, **still).update(
         status=CommandStatus.SENT, sent_at=now, updated_at=now, attempts=F("attempts") + 1
     )
     if not marked:
-        return False  # someone else (a register, another worker) sent it meanwhile
+        return False
     command.sent_at = now
     delivery.deliver_to_node(
         command.owner_org_id, command.node_id, command.type, command_envelope(command), connection_id
@@ -105,15 +115,9 @@ def deliver_command(*, command_pk: str, command: NodeCommand | None = None) -> b
     return True
 
 
-def _connection_of(command: NodeCommand) -> str | None:
-    """The current connection id of the command's node, or None when it is not connected."""
-    return (
-        Node.objects.filter(
-            owner_org_id=command.owner_org_id, node_id=command.node_id, websocket_connected=True, is_deleted=False
-        )
-        .values_list("connection_id", flat=True)
-        .first()
-    )
+def _connected_nodes(org_id: Any, node_id: Any) -> Any:
+    """The node while it is connected (values or OuterRef()s, for a subquery)."""
+    return Node.objects.filter(owner_org_id=org_id, node_id=node_id, websocket_connected=True, is_deleted=False)
 
 
 def commands_pending_for(*, org_id: str, node_id: str) -> list[dict[str, Any]]:
@@ -283,9 +287,7 @@ def commands_redeliver(*, now: datetime | None = None) -> int:
     now = now or timezone.now()
     # Only commands of connected nodes: those of offline nodes wait for a register, and must not
     # fill the batch ahead of the ones that can go out.
-    connected = Node.objects.filter(
-        owner_org_id=OuterRef("owner_org_id"), node_id=OuterRef("node_id"), websocket_connected=True, is_deleted=False
-    )
+    connected = _connected_nodes(OuterRef("owner_org_id"), OuterRef("node_id"))
     stale_queued = NodeCommand.objects.filter(
         status=CommandStatus.QUEUED, created_at__lte=now - timedelta(seconds=QUEUED_GRACE_SECONDS)
     ).filter(Exists(connected))
@@ -298,16 +300,5 @@ def commands_redeliver(*, now: datetime | None = None) -> int:
         attempts__lt=settings.AIWM_COMMAND_MAX_ATTEMPTS,
     )
     for command in unacknowledged.order_by("sent_at")[:REDELIVER_BATCH]:
-        connection_id = _connection_of(command)
-        if connection_id is None:
-            continue  # it goes out in pendingCommands when the node registers again
-        resent = NodeCommand.objects.filter(pk=command.pk, status=CommandStatus.SENT, attempts=command.attempts).update(
-            sent_at=now, updated_at=now, attempts=F("attempts") + 1
-        )
-        if resent:
-            command.sent_at = now
-            delivery.deliver_to_node(
-                command.owner_org_id, command.node_id, command.type, command_envelope(command), connection_id
-            )
-            delivered += 1
+        delivered += _hand_over(command, still={"status": CommandStatus.SENT, "attempts": command.attempts})
     return delivered

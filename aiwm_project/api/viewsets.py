@@ -67,6 +67,10 @@ class EntityViewSet(viewsets.ModelViewSet):
         body.is_valid(raise_exception=True)
         return dict(body.validated_data)
 
+    def workflow_response(self, message: str, key: str, instance: Any, execution_id: str) -> Response:
+        """The answer of an action that started a workflow: `{message, <key>: record, executionId}`."""
+        return Response({"message": message, key: self.get_serializer(instance).data, "executionId": execution_id})
+
     # --- reads ---
     def get_queryset(self) -> QuerySet:
         user: Any = self.request.user if self.request else None
