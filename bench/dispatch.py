@@ -114,7 +114,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.common import log_tail, stop_group  # noqa: E402  (the repository has to be on sys.path first)
+from bench.common import log_tail, service_env, stop_group  # noqa: E402  (the repository has to be on sys.path first)
 from bench.node_swarm import (  # noqa: E402  (the repository has to be on sys.path first)
     HOST,
     NAMESPACE,
@@ -1688,30 +1688,17 @@ def main(argv: list[str]) -> int:
         redis_db = args.redis_db if args.redis_db is not None else pick_redis_db(args.redis)
         redis_url = f"{args.redis}/{redis_db}"
         cleanup.add("redis", lambda: flush_redis(redis_url))
-        env = {
-            **os.environ,
-            "DATABASE_URL": dsn,
-            "REDIS_URL": redis_url,
+        env = service_env(
+            dsn=dsn,
+            logdir=logdir,
+            # The service's defaults are what is measured.
+            drop=("AIWM_NODE_RATE", "AIWM_COMMAND_", "AIWM_SWEEP", "CELERY_", "LOG_LEVEL"),
+            REDIS_URL=redis_url,
             # Redis pub/sub ignores database numbers: a channel of the run's own.
-            "AIWM_SOCKETIO_CHANNEL": f"aiwm-bench-dispatch-{secrets.token_hex(6)}",
-            "IAM_JWT_SECRET": secrets.token_urlsafe(32),
-            "AIWM_NODE_TOKEN_SECRET": secrets.token_urlsafe(32),
-            "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
-            "AIWM_VAR_DIR": str(logdir / "var"),
-            "DEBUG": "false",
-            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
-            # As bench/node_list.py and bench/node_swarm.py (BENCHMARKS.md): the settings' default.
-            "DB_CONN_MAX_AGE": "0",
-            # Off anyway with REDIS_URL (Celery beat sweeps); explicit.
-            "AIWM_IN_PROCESS_SWEEP": "false",
-            "DJANGO_SETTINGS_MODULE": "aiwm_project.settings",
-            "PYTHONUNBUFFERED": "1",
-        }
-        for name in ("IAM_JWKS_URL", "IAM_PUBLIC_KEY", "IAM_ISSUER", "IAM_AUDIENCE", "IAM_JWT_ALGORITHMS"):
-            env.pop(name, None)
-        for name in list(env):
-            if name.startswith(("AIWM_NODE_RATE", "AIWM_COMMAND_", "AIWM_SWEEP", "CELERY_", "LOG_LEVEL")):
-                env.pop(name, None)  # the service's defaults are what is measured
+            AIWM_SOCKETIO_CHANNEL=f"aiwm-bench-dispatch-{secrets.token_hex(6)}",
+            DJANGO_SETTINGS_MODULE="aiwm_project.settings",
+            PYTHONUNBUFFERED="1",
+        )
         os.environ.clear()
         os.environ.update({**env, "DATABASE_URL": f"{pg}/{template}", "REDIS_URL": ""})
 

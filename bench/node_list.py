@@ -39,7 +39,6 @@ import json
 import os
 import platform
 import re
-import secrets
 import shutil
 import socket
 import statistics
@@ -56,7 +55,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.common import log_tail, stop_group  # noqa: E402  (after the path above)
+from bench.common import log_tail, service_env, stop_group  # noqa: E402  (after the path above)
 
 HOST = "127.0.0.1"
 ORGS = 100
@@ -630,26 +629,12 @@ def main(argv: list[str]) -> int:
     dsns = {rows: f"{pg}/{name}" for rows, name in db_names.items()}
     all_dbs = [args.db, *db_names.values()]
     logdir = Path(tempfile.mkdtemp(prefix="aiwm-bench-"))
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsns[args.sizes[-1]],
-        "IAM_JWT_SECRET": secrets.token_urlsafe(32),
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
-        "AIWM_VAR_DIR": str(logdir / "var"),
-        "DEBUG": "false",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
-        # Under ASGI each request runs in a new thread-sensitive context, so a persistent connection
-        # (the default DB_CONN_MAX_AGE=60) is never reused: every request connects anyway, and the old
-        # connections linger until their thread is collected, which on a shared PostgreSQL ends in
-        # "too many clients". Closing at the end of each request costs nothing more and leaks nothing.
-        "DB_CONN_MAX_AGE": "0",
-        # The embedded default runs a periodic sweep in the web process that turns nodes without a
-        # recent heartbeat offline: it would rewrite the benchmark's data set while it is measured.
-        "AIWM_IN_PROCESS_SWEEP": "false",
-        "AIWM_BENCH_DB_POOL": "1" if args.db_pool else "0",
-    }
-    for name in ("REDIS_URL", "IAM_JWKS_URL", "IAM_PUBLIC_KEY", "IAM_ISSUER", "IAM_AUDIENCE", "IAM_JWT_ALGORITHMS"):
-        env.pop(name, None)
+    env = service_env(
+        dsn=dsns[args.sizes[-1]],
+        logdir=logdir,
+        drop=("REDIS_URL",),  # the embedded default's single process: what the bare view is compared with
+        AIWM_BENCH_DB_POOL="1" if args.db_pool else "0",
+    )
     os.environ.clear()
     os.environ.update({**env, "DJANGO_SETTINGS_MODULE": "aiwm_project.settings"})
 

@@ -68,7 +68,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.common import log_tail, stop_group  # noqa: E402  (after the path above)
+from bench.common import log_tail, service_env, stop_group  # noqa: E402  (after the path above)
 
 HOST = "127.0.0.1"
 NAMESPACE = "/ws/node"
@@ -1090,29 +1090,15 @@ def main(argv: list[str]) -> int:
     redis_db = args.redis_db if args.redis_db is not None else pick_redis_db(args.redis)
     redis_url = f"{args.redis}/{redis_db}"
     logdir = Path(tempfile.mkdtemp(prefix="aiwm-swarm-"))
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "REDIS_URL": redis_url,
+    env = service_env(
+        dsn=dsn,
+        logdir=logdir,
+        drop=("AIWM_NODE_RATE", "AIWM_TELEMETRY"),  # the service's defaults are what is measured
+        REDIS_URL=redis_url,
         # Redis pub/sub ignores database numbers: a channel of the run's own.
-        "AIWM_SOCKETIO_CHANNEL": f"aiwm-bench-swarm-{secrets.token_hex(6)}",
-        "IAM_JWT_SECRET": secrets.token_urlsafe(32),
-        "AIWM_NODE_TOKEN_SECRET": secrets.token_urlsafe(32),
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
-        "AIWM_VAR_DIR": str(logdir / "var"),
-        "DEBUG": "false",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
-        # The settings' default: under ASGI, persistent per-thread connections pile up (BENCHMARKS.md).
-        "DB_CONN_MAX_AGE": "0",
-        # Off anyway with REDIS_URL set (Celery beat sweeps then); explicit so no sweep rewrites the rows.
-        "AIWM_IN_PROCESS_SWEEP": "false",
-        "DJANGO_SETTINGS_MODULE": "aiwm_project.settings",
-    }
-    for name in ("IAM_JWKS_URL", "IAM_PUBLIC_KEY", "IAM_ISSUER", "IAM_AUDIENCE", "IAM_JWT_ALGORITHMS"):
-        env.pop(name, None)
-    for name in list(os.environ):
-        if name.startswith(("AIWM_NODE_RATE", "AIWM_TELEMETRY")):
-            env.pop(name, None)  # the service's defaults are what is measured
+        AIWM_SOCKETIO_CHANNEL=f"aiwm-bench-swarm-{secrets.token_hex(6)}",
+        DJANGO_SETTINGS_MODULE="aiwm_project.settings",
+    )
     os.environ.clear()
     os.environ.update({**env, "DATABASE_URL": f"{pg}/{template}", "REDIS_URL": ""})
 
