@@ -36,7 +36,7 @@ from aiwm_project.auth import Principal
 from aiwm_project.exceptions import ConflictError, NotFoundError
 from aiwm_project.services import lock_live
 from executions import effects
-from executions.choices import ExecutionStatus, StepStatus
+from executions.choices import ExecutionCategory, ExecutionStatus, StepStatus
 from executions.models import Execution
 from executions.steps import StepDocument, reset_step
 from nodes import commands
@@ -347,7 +347,7 @@ def _dispatch(execution: Execution, step: StepDocument, now: datetime) -> None:
                 "executionId": execution.execution_id,
                 "stepIndex": step["index"],
                 "timeout": timeout,
-                "priority": "high" if execution.category == "deployment" else "normal",
+                "priority": "high" if execution.category == ExecutionCategory.DEPLOYMENT else "normal",
             },
             actor_id=execution.updated_by,
         )
