@@ -9,8 +9,8 @@ from rest_framework import serializers
 
 from agents.choices import ToolParametersType, ToolResponseType
 from agents.models import Agent, Instruction, Tool
-from aiwm_project.api.errors import format_datetime
 from aiwm_project.api.serializers import EntitySerializer, NestedObjectSerializer, PopulatedField, choice_field
+from aiwm_project.datetimes import format_datetime
 
 TAG_MAX_LENGTH = 64
 MAX_TAGS = 50

@@ -15,8 +15,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from aiwm_project.background import start_background_work_once  # noqa: E402
-from nodes.routing import websocket_urlpatterns  # noqa: E402
-from nodes.socketio_app import sio  # noqa: E402
+from gateway.routing import websocket_urlpatterns  # noqa: E402
+from gateway.socketio_app import sio  # noqa: E402
 
 channels_app = ProtocolTypeRouter({"http": django_asgi_app, "websocket": URLRouter(websocket_urlpatterns)})
 socketio_app = socketio.ASGIApp(sio, other_asgi_app=channels_app, socketio_path="socket.io")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
-import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -13,20 +11,9 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 
 from aiwm_project.api.errors import error_response
+from aiwm_project.correlation import CORRELATION_HEADER, correlation_id_var
 
-CORRELATION_HEADER = "x-correlation-id"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-correlation_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="-")
-
-
-def current_correlation_id() -> str:
-    return correlation_id_var.get()
-
-
-class CorrelationIdLogFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.correlation_id = correlation_id_var.get()
-        return True
 
 
 class CorrelationIdMiddleware:

@@ -13,18 +13,39 @@ from django.utils import timezone
 from aiwm_project.ids import new_object_id
 
 
-class OwnedQuerySet(models.QuerySet):
+class TenantQuerySet(models.QuerySet):
+    def for_org(self, org_id: str | None) -> TenantQuerySet:
+        """Rows of one organization. No organization means no rows (fail closed), never all rows."""
+        if not org_id:
+            return self.none()
+        return self.filter(owner_org_id=org_id)
+
+
+class TenantModel(models.Model):
+    """A row that belongs to one organization (`owner_org_id`): read it through `for_org`.
+
+    The base of the entities (OwnedModel) and of the records that hang off them without an
+    identity of their own: the command outbox, metric points, log lines, the message ledger.
+    """
+
+    owner_org_id = models.CharField(max_length=64)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+
+class OwnedQuerySet(TenantQuerySet):
     def live(self) -> OwnedQuerySet:
         return self.filter(is_deleted=False)
 
     def for_org(self, org_id: str | None) -> OwnedQuerySet:
         """Live rows of one organization. No organization means no rows (fail closed), never all rows."""
-        if not org_id:
-            return self.none()
-        return self.filter(owner_org_id=org_id, is_deleted=False)
+        return super().for_org(org_id).filter(is_deleted=False)  # type: ignore[return-value]
 
 
-class OwnedModel(models.Model):
+class OwnedModel(TenantModel):
     """Owned by an organization, audited, soft-deleted, keyed by a 24-hex `_id`.
 
     Subclasses name their business id field (`business_id_field`), the label used in messages
@@ -34,7 +55,6 @@ class OwnedModel(models.Model):
     """
 
     id = models.CharField(primary_key=True, max_length=24, default=new_object_id, editable=False, db_column="_id")
-    owner_org_id = models.CharField(max_length=64)
     owner_user_id = models.CharField(max_length=64, blank=True, default="")
     owner_group_id = models.CharField(max_length=64, blank=True, default="")
     created_by = models.CharField(max_length=64, blank=True, default="")
@@ -44,7 +64,8 @@ class OwnedModel(models.Model):
     is_deleted = models.BooleanField(default=False)
     deleted_at = models.DateTimeField(null=True, blank=True)
 
-    objects = OwnedQuerySet.as_manager()
+    # Narrows TenantModel's manager: for_org() also drops soft-deleted rows.
+    objects = OwnedQuerySet.as_manager()  # type: ignore[misc]
 
     business_id_field: ClassVar[str]
     entity_label: ClassVar[str]

@@ -16,6 +16,7 @@ from aiwm_project.auth import Principal
 from aiwm_project.exceptions import ConflictError, NotFoundError, ValidationFailed
 from aiwm_project.ids import is_business_id
 from aiwm_project.models import OwnedModel
+from aiwm_project.naming import camelize
 
 M = TypeVar("M", bound=OwnedModel)
 
@@ -27,12 +28,6 @@ def lock_live(model: type[M], pk: str) -> M:
     if locked is None:
         raise NotFoundError(f"{model.entity_label} with ID {pk} not found")
     return locked
-
-
-def _api_name(field: str) -> str:
-    from aiwm_project.api.serializers import camelize
-
-    return camelize(field)
 
 
 def validate_references(*, model: type[OwnedModel], org_id: str, data: dict[str, Any], lock: bool = False) -> None:
@@ -52,7 +47,7 @@ def validate_references(*, model: type[OwnedModel], org_id: str, data: dict[str,
         if lock and field in model.protected_references:
             rows = rows.select_for_update(no_key=True)
         if not list(rows.values_list("pk", flat=True)[:1]):
-            errors.append(f"{_api_name(field)}: {target.entity_label} {value!r} does not exist")
+            errors.append(f"{camelize(field)}: {target.entity_label} {value!r} does not exist")
     if errors:
         raise ValidationFailed(errors)
 
@@ -87,7 +82,7 @@ def refuse_if_referenced(instance: OwnedModel) -> None:
             if total > NAMED_REFERRERS:
                 named += f" and {total - NAMED_REFERRERS} more"
             parts.append(f"{total} {referrer.entity_label.lower()}(s): {named}")
-            errors += [f"{_api_name(referrer.business_id_field)}: {i}" for i in ids[:NAMED_REFERRERS]]
+            errors += [f"{camelize(referrer.business_id_field)}: {i}" for i in ids[:NAMED_REFERRERS]]
     if parts:
         raise ConflictError(
             f"{instance.entity_label} {instance.business_id!r} is used by {' and '.join(parts)}; "
@@ -97,7 +92,7 @@ def refuse_if_referenced(instance: OwnedModel) -> None:
 
 
 def _check_business_id(model: type[OwnedModel], org_id: str, value: Any) -> None:
-    api_name = _api_name(model.business_id_field)
+    api_name = camelize(model.business_id_field)
     if not isinstance(value, str) or not is_business_id(value):
         raise ValidationFailed(
             [f"{api_name}: must be 1-128 characters of letters, digits and . _ : @ - (starting alphanumeric)"]
@@ -130,7 +125,7 @@ def entity_create(*, model: type[M], data: dict[str, Any], actor: Principal) -> 
                 instance.save(force_insert=True)
         except IntegrityError as exc:
             # Lost a race with a concurrent create of the same business id (the partial unique index).
-            api_name = _api_name(model.business_id_field)
+            api_name = camelize(model.business_id_field)
             raise ConflictError(
                 f"{model.entity_label} with {api_name} {instance.business_id!r} already exists"
             ) from exc
@@ -145,7 +140,7 @@ def entity_update(*, instance: M, data: dict[str, Any], actor: Principal) -> M:
     """
     model = type(instance)
     if model.business_id_field in data and data[model.business_id_field] != instance.business_id:
-        raise ValidationFailed([f"{_api_name(model.business_id_field)}: cannot be changed (other records refer to it)"])
+        raise ValidationFailed([f"{camelize(model.business_id_field)}: cannot be changed (other records refer to it)"])
     changed_refs = {k: v for k, v in data.items() if k in model.references and v != getattr(instance, k)}
     for field, value in data.items():
         setattr(instance, field, value)

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "deployments",
     "executions",
     "conversations",
+    "gateway",
 ]
 
 MIDDLEWARE = [
@@ -164,7 +165,7 @@ AIWM_NODE_RATE_BURST = env.int("AIWM_NODE_RATE_BURST", default=100)
 # Errors one connection may cause (bad frames, floods) before it is closed.
 AIWM_NODE_MAX_ERRORS = env.int("AIWM_NODE_MAX_ERRORS", default=50)
 AIWM_NODE_OFFLINE_AFTER_HEARTBEATS = 3
-# Heartbeats and metric points are written in batches this often (nodes.telemetry).
+# Heartbeats and metric points are written in batches this often (gateway.telemetry).
 AIWM_TELEMETRY_FLUSH_MS = env.int("AIWM_TELEMETRY_FLUSH_MS", default=50)
 AIWM_SWEEP_INTERVAL_SECONDS = env.float("AIWM_SWEEP_INTERVAL_SECONDS", default=10.0)
 # A command sent to a connected node and not acknowledged within this is sent again (same
@@ -217,7 +218,7 @@ USE_I18N = False
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"correlation": {"()": "aiwm_project.middleware.CorrelationIdLogFilter"}},
+    "filters": {"correlation": {"()": "aiwm_project.correlation.CorrelationIdLogFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"},
     },

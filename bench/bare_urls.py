@@ -17,9 +17,9 @@ from django.db import connection, models
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
-from aiwm_project.api.errors import format_datetime
 from aiwm_project.api.serializers import OwnerField
 from aiwm_project.auth import TokenError, authenticate_user_token, bearer_token
+from aiwm_project.datetimes import format_datetime
 from nodes.models import Node
 from nodes.serializers import NodeSerializer
 

@@ -67,7 +67,7 @@ def _cpython_gc() -> None:
 
 
 def _drop_flushes() -> None:
-    from nodes import telemetry
+    from gateway import telemetry
 
     def flush(self: telemetry.TelemetryBuffer) -> tuple[int, int]:
         with self._lock:
@@ -78,14 +78,14 @@ def _drop_flushes() -> None:
 
 
 class _AsyncFlush:
-    """nodes.telemetry.flush_now replaced by the same writes, awaited on the event loop."""
+    """gateway.telemetry.flush_now replaced by the same writes, awaited on the event loop."""
 
     def __init__(self) -> None:
         self.conn: Any = None
         self.update = self.insert = ""
 
     def install(self) -> None:
-        from nodes import telemetry
+        from gateway import telemetry
 
         telemetry.flush_now = self.flush_now  # the flusher and the protocol look it up at each call
 
@@ -127,7 +127,7 @@ class _AsyncFlush:
         return self.conn
 
     async def flush_now(self) -> None:
-        from nodes import telemetry
+        from gateway import telemetry
         from nodes.models import Node
         from nodes.services import heartbeat_changes
 

@@ -7,8 +7,8 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
-from aiwm_project.api.errors import format_datetime
 from aiwm_project.api.serializers import EntitySerializer, NestedObjectSerializer
+from aiwm_project.datetimes import format_datetime
 from conversations.models import MESSAGE_CONTENT_MAX_CHARS, Conversation, Message
 
 # Far above any model's context window; a larger number is a client bug, not usage.

@@ -6,7 +6,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from aiwm_project.models import OwnedModel, tenant_constraints, tenant_indexes
+from aiwm_project.models import OwnedModel, TenantModel, tenant_constraints, tenant_indexes
 from deployments.choices import DeploymentEnvironment, DeploymentStatus, DeploymentType, HardwareProfile, LogLevel
 
 # More replicas than this on one node is a typo, not a plan; the node could not schedule them.
@@ -59,10 +59,9 @@ class Deployment(OwnedModel):
         indexes = tenant_indexes("deploy", "status", "model_id", "node_id")
 
 
-class DeploymentLog(models.Model):
+class DeploymentLog(TenantModel):
     """One log line a node reported for a deployment (`deployment.logs`)."""
 
-    owner_org_id = models.CharField(max_length=64)
     deployment_id = models.CharField(max_length=128)
     node_id = models.CharField(max_length=128)
     timestamp = models.DateTimeField()

@@ -7,11 +7,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from aiwm_project.api.errors import format_datetime
+from aiwm_project.datetimes import format_datetime, reported_time
 from aiwm_project.exceptions import NotFoundError, ValidationFailed
 from deployments.choices import DeploymentStatus, EventSeverity, LogLevel
 from deployments.models import MAX_EVENTS, Deployment, DeploymentLog
-from nodes.services import reported_time
 
 
 def deployment_record_event(

@@ -5,19 +5,19 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from aiwm_project.api.params import choice_param, time_param
 from aiwm_project.api.schema import entity_schema_view
 from aiwm_project.api.serializers import StrictBooleanField, StrictIntegerField
 from aiwm_project.api.viewsets import EntityViewSet
 from deployments.choices import LogLevel
-from deployments.models import Deployment, DeploymentLog
+from deployments.models import Deployment
+from deployments.selectors import deployment_logs
 from deployments.serializers import DeploymentLogSerializer, DeploymentSerializer
 from executions.workflows import deployment_start, deployment_stop
 from models_registry.views import MODEL_EXAMPLE
-from nodes.api import time_param
 from nodes.views import NODE_EXAMPLE
 
 
@@ -127,19 +127,12 @@ class DeploymentViewSet(EntityViewSet):
     )
     @action(detail=True, methods=["get"], url_path="logs")
     def logs(self, request: Request, id: str | None = None) -> Response:
-        deployment = self.get_object()
-        queryset = DeploymentLog.objects.filter(
-            owner_org_id=deployment.owner_org_id, deployment_id=deployment.deployment_id
+        lines = deployment_logs(
+            deployment=self.get_object(),
+            since=time_param(request, "since"),
+            level=choice_param(request, "level", LogLevel.values),
         )
-        since = time_param(request, "since")
-        if since:
-            queryset = queryset.filter(timestamp__gte=since)
-        level = request.query_params.get("level")
-        if level:
-            if level not in LogLevel.values:
-                raise ValidationError({"level": [f"must be one of: {', '.join(LogLevel.values)}"]})
-            queryset = queryset.filter(level=level)
-        page = self.paginate_queryset(queryset.order_by("timestamp", "id"))
+        page = self.paginate_queryset(lines)
         return self.get_paginated_response(DeploymentLogSerializer(page, many=True).data)
 
     # --- lifecycle, through the execution engine ---

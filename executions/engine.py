@@ -31,8 +31,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from aiwm_project.api.errors import format_datetime
 from aiwm_project.auth import Principal
+from aiwm_project.datetimes import format_datetime
 from aiwm_project.exceptions import ConflictError, NotFoundError
 from aiwm_project.services import lock_live
 from executions import effects
@@ -180,59 +180,71 @@ def _begin(execution: Execution, now: datetime) -> None:
     _settle(execution, now)
 
 
-# --- what nodes answer (nodes.commands calls these through the observer below) -----------------
+# --- what nodes answer (the gateway calls this for every `command.result`) -------------------
 
 
-class EngineObserver:
-    """Connects the outbox to the engine: a command whose metadata names an execution is a step's."""
+def execution_apply_result(*, org_id: str, node_id: str, message_id: str, data: dict[str, Any]) -> NodeCommand:
+    """A node's `command.result` (success, error or a progress report) for one of its commands.
 
-    def lock(self, command: NodeCommand) -> Execution | None:
-        execution_id = command.metadata.get("executionId")
-        if not isinstance(execution_id, str):
-            return None
-        return (
-            Execution.objects.for_org(command.owner_org_id)
-            .select_for_update()
-            .filter(execution_id=execution_id)
-            .first()
+    Locks the execution the command belongs to (its metadata's `executionId`), then moves the
+    command by a CAS (`nodes.commands.command_apply_result`): the lock order of every transition
+    here, so a result racing a cancel, a timeout or a retry is applied before or after it, never
+    in between. Only when the command changed does the step waiting for exactly that command
+    move (completed, failed or skipped, or its progress), and what that makes ready is dispatched
+    in the same transaction. A command no execution owns (sent by hand) moves alone.
+    Raises ValidationFailed / NotFoundError for an answer naming no command of this node.
+    """
+    command = commands.command_answered(
+        org_id=org_id, node_id=node_id, original_message_id=data.get("originalMessageId")
+    )
+    # No savepoint: nothing here is caught and retried inside the caller's transaction.
+    with transaction.atomic(savepoint=False):
+        execution = _lock_owner(command)
+        if commands.command_apply_result(command=command, data=data, message_id=message_id):
+            found = _waiting_step(command, execution)
+            if found is not None:
+                _advance(*found, command, message_id)
+    return command
+
+
+def _lock_owner(command: NodeCommand) -> Execution | None:
+    """The execution a command's metadata names, under its row lock (None for a command sent by hand)."""
+    execution_id = command.metadata.get("executionId")
+    if not isinstance(execution_id, str):
+        return None
+    return Execution.objects.for_org(command.owner_org_id).select_for_update().filter(execution_id=execution_id).first()
+
+
+def _advance(execution: Execution, step: StepDocument, command: NodeCommand, message_id: str) -> None:
+    """Move the step by its command's new state, dispatch what that unblocks, and save."""
+    now = timezone.now()
+    if command.status == CommandStatus.SUCCEEDED:
+        execution.received_message_ids = [*execution.received_message_ids, message_id]
+        step.update(
+            status=StepStatus.COMPLETED,
+            progress=100,
+            completedAt=_iso(now),
+            result=command.result,
+            receivedMessageId=message_id,
         )
-
-    def result(self, command: NodeCommand, held: Execution | None, message_id: str, data: dict[str, Any]) -> None:
-        found = _waiting_step(command, held)
-        if found is None:
-            return
-        execution, step = found
-        now = timezone.now()
-        if command.status == CommandStatus.SUCCEEDED:
-            execution.received_message_ids = [*execution.received_message_ids, message_id]
-            step.update(
-                status=StepStatus.COMPLETED,
-                progress=100,
-                completedAt=_iso(now),
-                result=command.result,
-                receivedMessageId=message_id,
-            )
-            effects.step_succeeded(execution, step)
-            _dispatch_ready(execution, now)
-        elif command.status == CommandStatus.FAILED:
-            execution.received_message_ids = [*execution.received_message_ids, message_id]
-            step.update(progress=int(command.progress), receivedMessageId=message_id)
-            _step_failed(execution, step, now, command.error or {"code": "UNKNOWN", "message": ""})
-            _dispatch_ready(execution, now)
-        else:  # a progress report
-            step["progress"] = int(command.progress)
-            effects.step_progress(execution, step)
-        _settle(execution, now)
-        _save(execution, now)
-
-
-ENGINE_OBSERVER = EngineObserver()
+        effects.step_succeeded(execution, step)
+        _dispatch_ready(execution, now)
+    elif command.status == CommandStatus.FAILED:
+        execution.received_message_ids = [*execution.received_message_ids, message_id]
+        step.update(progress=int(command.progress), receivedMessageId=message_id)
+        _step_failed(execution, step, now, command.error or {"code": "UNKNOWN", "message": ""})
+        _dispatch_ready(execution, now)
+    else:  # a progress report
+        step["progress"] = int(command.progress)
+        effects.step_progress(execution, step)
+    _settle(execution, now)
+    _save(execution, now)
 
 
 def _waiting_step(command: NodeCommand, execution: Execution | None) -> tuple[Execution, StepDocument] | None:
     """The running execution and running step waiting for exactly this command, or None (logged).
 
-    `execution` is the row `EngineObserver.lock` read under its lock. Anything else — a finished
+    `execution` is the row `_lock_owner` read under its lock. Anything else — a finished
     or cancelled execution, a step no longer running, an earlier attempt's command, a command
     someone sent by hand with this metadata — is a late or stray answer and changes nothing.
     """

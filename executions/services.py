@@ -13,9 +13,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from aiwm_project.api.serializers import camelize
 from aiwm_project.auth import Principal
 from aiwm_project.exceptions import ConflictError, NotFoundError, ValidationFailed
+from aiwm_project.naming import camelize
 from aiwm_project.services import entity_create
 from executions.choices import ExecutionStatus
 from executions.models import Execution

@@ -1,8 +1,9 @@
 """The command outbox, server -> node: store first, deliver after commit, re-send on register.
 
-The row in NodeCommand is the truth about a command; Socket.IO and Channels only deliver, and
-at most once each. A command whose node is not connected stays queued and goes out in the
-next `register.ack`'s `pendingCommands`.
+The row in NodeCommand is the truth about a command; the node bus (`aiwm_project.node_bus`) and
+the gateway's transports only deliver, and at most once each. A command whose node is not
+connected stays queued and goes out in the next `register.ack`'s `pendingCommands`. Every
+transition of a command is a compare-and-swap on its status.
 """
 
 from __future__ import annotations
@@ -10,16 +11,16 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
-from aiwm_project.api.errors import format_datetime
+from aiwm_project import node_bus
+from aiwm_project.datetimes import format_datetime
 from aiwm_project.exceptions import NotFoundError, ValidationFailed
-from nodes import delivery
 from nodes.choices import OPEN_COMMAND_STATUSES, CommandStatus, CommandType
 from nodes.models import Node, NodeCommand
 
@@ -109,9 +110,7 @@ def _hand_over(command: NodeCommand, *, still: dict[str, Any]) -> bool:
     if not marked:
         return False
     command.sent_at = now
-    delivery.deliver_to_node(
-        command.owner_org_id, command.node_id, command.type, command_envelope(command), connection_id
-    )
+    node_bus.publish(command.owner_org_id, command.node_id, command.type, command_envelope(command), connection_id)
     return True
 
 
@@ -138,29 +137,17 @@ def commands_pending_for(*, org_id: str, node_id: str) -> list[dict[str, Any]]:
     return [command_envelope(row) for row in rows]
 
 
-class CommandObserver(Protocol):
-    """What a command belongs to (an execution's step) hears about its node's results.
+def command_answered(*, org_id: str, node_id: str, original_message_id: Any) -> NodeCommand:
+    """The node's command that a `command.ack` or `command.result` answers (by its messageId).
 
-    `lock` runs first, in the transaction that will change the command, so the owner's row lock
-    is always taken before the command's (the engine's own transitions lock in the same order);
-    what it returns (the locked owner, or None) is handed back to `result`, which runs in that
-    transaction only when the command's row changed.
+    400 without an id; 404 for an unknown id or another node's command (the same answer, so
+    nothing leaks across nodes).
     """
-
-    def lock(self, command: NodeCommand) -> Any: ...
-    def result(self, command: NodeCommand, held: Any, message_id: str, data: dict[str, Any]) -> None: ...
-
-
-# Registered by apps that own commands (executions, in its AppConfig.ready); nodes knows none of them.
-OBSERVERS: list[CommandObserver] = []
-
-
-def _open_command(org_id: str, node_id: str, message_id: Any) -> NodeCommand:
+    message_id = original_message_id
     if not isinstance(message_id, str) or not message_id:
         raise ValidationFailed(["data.originalMessageId: required"])
     command = NodeCommand.objects.filter(owner_org_id=org_id, node_id=node_id, message_id=message_id).first()
     if command is None:
-        # Unknown, or another node's command: the same answer, so nothing leaks across nodes.
         raise NotFoundError(f"command {message_id[:64]!r} not found for this node")
     return command
 
@@ -181,7 +168,7 @@ def command_acknowledged(*, org_id: str, node_id: str, original_message_id: Any,
     An ack moves only the command: a step waits for its result, and its timeout covers an ack
     that never comes, so the execution is not touched (nor locked) here.
     """
-    command = _open_command(org_id, node_id, original_message_id)
+    command = command_answered(org_id=org_id, node_id=node_id, original_message_id=original_message_id)
     now = timezone.now()
     changes = {"status": CommandStatus.ACKNOWLEDGED, "acknowledged_at": now, "updated_at": now}
     changed = NodeCommand.objects.filter(pk=command.pk, status__in=[CommandStatus.QUEUED, CommandStatus.SENT]).update(
@@ -192,13 +179,15 @@ def command_acknowledged(*, org_id: str, node_id: str, original_message_id: Any,
     return _applied(command, changes, changed)
 
 
-def command_result_received(
-    *, org_id: str, node_id: str, original_message_id: Any, data: dict[str, Any], message_id: str = ""
-) -> NodeCommand:
-    """`command.result`: success -> succeeded with its result, error -> failed with the node's
-    error, anything else is a progress report. Only an open command changes (a CAS on status):
-    a result for a finished, expired or cancelled command is logged and changes nothing."""
-    command = _open_command(org_id, node_id, original_message_id)
+def command_apply_result(*, command: NodeCommand, data: dict[str, Any], message_id: str = "") -> bool:
+    """`command.result` on the command it answers: success -> succeeded with its result, error ->
+    failed with the node's error, anything else is a progress report. Only an open command changes
+    (a CAS on status): a result for a finished, expired or cancelled command is logged and changes
+    nothing. Returns whether the command changed; `command` then holds the values written.
+
+    The engine calls this (`executions.engine.execution_apply_result`) holding the lock of the
+    execution the command belongs to, so the lock order is execution, then command.
+    """
     now = timezone.now()
     outcome = data.get("status")
     progress = data.get("progress")
@@ -211,17 +200,11 @@ def command_result_received(
     elif outcome == "error":
         changes.update(status=CommandStatus.FAILED, completed_at=now)
         changes["error"] = node_error(data.get("error"))
-    # No savepoint: nothing here is caught and retried inside the caller's transaction.
-    with transaction.atomic(savepoint=False):
-        held = [(observer, observer.lock(command)) for observer in OBSERVERS]
-        changed = NodeCommand.objects.filter(pk=command.pk, status__in=list(OPEN_COMMAND_STATUSES)).update(**changes)
-        _applied(command, changes, changed)
-        if changed:
-            for observer, token in held:
-                observer.result(command, token, message_id, data)
-        else:
-            logger.info("command.result %s for %s command %s ignored", message_id, command.status, command.message_id)
-    return command
+    changed = NodeCommand.objects.filter(pk=command.pk, status__in=list(OPEN_COMMAND_STATUSES)).update(**changes)
+    _applied(command, changes, changed)
+    if not changed:
+        logger.info("command.result %s for %s command %s ignored", message_id, command.status, command.message_id)
+    return bool(changed)
 
 
 def node_error(error: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from aiwm_project.ids import new_object_id
-from aiwm_project.models import OwnedModel, tenant_constraints, tenant_indexes
+from aiwm_project.models import OwnedModel, TenantModel, tenant_constraints, tenant_indexes
 from nodes.choices import CommandStatus, NodeStatus
 
 
@@ -60,14 +60,13 @@ class Node(OwnedModel):
         ]
 
 
-class NodeCommand(models.Model):
+class NodeCommand(TenantModel):
     """The durable outbox of server -> node commands: stored first, then delivered.
 
     Transports (Socket.IO, Channels) only deliver; this row is the truth about a command.
     """
 
     id = models.CharField(primary_key=True, max_length=24, default=new_object_id, editable=False, db_column="_id")
-    owner_org_id = models.CharField(max_length=64)
     node_id = models.CharField(max_length=128)
     message_id = models.CharField(max_length=64, unique=True)
     type = models.CharField(max_length=32)
@@ -100,10 +99,9 @@ class NodeCommand(models.Model):
         return f"{self.type} -> {self.node_id} ({self.status})"
 
 
-class NodeMetric(models.Model):
+class NodeMetric(TenantModel):
     """One `telemetry.metrics` report: a time series point, kept for AIWM_METRICS_RETENTION_DAYS."""
 
-    owner_org_id = models.CharField(max_length=64)
     node_id = models.CharField(max_length=128)
     # The report's messageId: unique per node, so a point is stored at most once.
     message_id = models.CharField(max_length=128, blank=True, default="")
@@ -128,10 +126,9 @@ class NodeMetric(models.Model):
         return f"metrics {self.node_id} @ {self.timestamp:%Y-%m-%d %H:%M:%S}"
 
 
-class InboundMessage(models.Model):
+class InboundMessage(TenantModel):
     """Every node -> server messageId seen, so each is applied at most once (the unique key)."""
 
-    owner_org_id = models.CharField(max_length=64)
     node_id = models.CharField(max_length=128)
     message_id = models.CharField(max_length=128)
     type = models.CharField(max_length=64)

@@ -1,11 +1,15 @@
-"""Node JSON, exactly as the contract's schema names it."""
+"""Node JSON, exactly as the contract's schema names it, and the JSON of its token, commands and metrics."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
-from aiwm_project.api.serializers import EntitySerializer, NestedObjectSerializer
-from nodes.choices import NodeRole
+from aiwm_project.api.serializers import EntitySerializer, IsoDateTimeField, NestedObjectSerializer, choice_field
+from aiwm_project.datetimes import format_datetime
+from nodes.choices import CommandStatus, CommandType, NodeRole
+from nodes.commands import PRIORITIES
 from nodes.models import Node
 
 
@@ -62,4 +66,66 @@ class NodeSerializer(EntitySerializer):
             "cpu_cores": {"max_value": 100_000},
             "ram_total": {"min_value": 0},
             "ram_free": {"min_value": 0},
+        }
+
+
+class NodeTokenSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    nodeId = serializers.CharField()
+    expiresAt = serializers.CharField()
+
+
+class OutboxResourceSerializer(serializers.Serializer):
+    type = serializers.CharField(max_length=32)
+    id = serializers.CharField(max_length=128)
+
+
+class CommandMetadataSerializer(serializers.Serializer):
+    executionId = serializers.CharField(max_length=128, required=False)
+    stepIndex = serializers.IntegerField(min_value=0, max_value=10_000, required=False)
+    timeout = serializers.IntegerField(min_value=1, max_value=7 * 86400, required=False)
+    priority = choice_field([(p, p) for p in PRIORITIES], required=False)
+
+
+class SendCommandSerializer(serializers.Serializer):
+    type = choice_field(CommandType.choices)
+    resource = OutboxResourceSerializer(required=False)
+    # The name shadows Serializer.data only in the class body: DRF moves declared fields out of it.
+    data = serializers.DictField(required=False, default=dict)  # type: ignore[assignment]
+    metadata = CommandMetadataSerializer(required=False)
+
+
+class NodeCommandSerializer(serializers.Serializer):
+    """A command of the outbox as the API shows it: the envelope plus its delivery state."""
+
+    _id = serializers.CharField(source="id")
+    messageId = serializers.CharField(source="message_id")
+    nodeId = serializers.CharField(source="node_id")
+    type = serializers.CharField()
+    resource = serializers.DictField()
+    data = serializers.DictField()  # type: ignore[assignment]
+    metadata = serializers.DictField()
+    status = choice_field(CommandStatus.choices)
+    attempts = serializers.IntegerField()
+    progress = serializers.FloatField()
+    result = serializers.JSONField(allow_null=True)
+    error = serializers.JSONField(allow_null=True)
+    createdBy = serializers.CharField(source="created_by")
+    createdAt = IsoDateTimeField(source="created_at")
+    sentAt = IsoDateTimeField(source="sent_at", allow_null=True)
+    acknowledgedAt = IsoDateTimeField(source="acknowledged_at", allow_null=True)
+    completedAt = IsoDateTimeField(source="completed_at", allow_null=True)
+
+
+class NodeMetricSerializer(serializers.Serializer):
+    timestamp = IsoDateTimeField()
+    receivedAt = IsoDateTimeField(source="received_at")
+    data = serializers.DictField()  # type: ignore[assignment]
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        # The stored report as the node sent it (cpu, ram, disk, gpu, network), with its times.
+        return {
+            "timestamp": format_datetime(instance.timestamp),
+            "receivedAt": format_datetime(instance.received_at),
+            **instance.data,
         }

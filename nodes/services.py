@@ -1,15 +1,20 @@
-"""Node state changes driven by the node's own daemon: connect, register, heartbeat, metrics."""
+"""Node state changes: its token, and what its daemon's connection reports (connect, register,
+heartbeat), the at-most-once ledger of its messages, and the sweep's offline and pruning passes."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
+import jwt
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Field
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
+from aiwm_project.exceptions import NotFoundError
 from nodes.choices import NodeStatus
 from nodes.models import InboundMessage, Node, NodeMetric
 
@@ -30,6 +35,8 @@ REGISTER_INT_FIELDS = {
     "diskTotal": "disk_total",
     "uptimeSeconds": "uptime_seconds",
 }
+# The `typ` claim of the tokens this service issues to nodes (gateway.identity checks it).
+NODE_TOKEN_TYPE = "node"
 MAX_INT = 2**53  # what a JavaScript daemon can send exactly; beyond is nonsense for these fields
 
 
@@ -43,18 +50,6 @@ def _number(value: Any, low: float, high: float) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
         return None
     return float(value)
-
-
-def reported_time(value: Any, default: datetime) -> datetime:
-    """A node's timestamp if it is a sane ISO 8601 time (not far in the future), else `default`."""
-    if isinstance(value, str) and len(value) < 64:
-        parsed = parse_datetime(value)
-        if parsed is not None:
-            if timezone.is_naive(parsed):
-                parsed = timezone.make_aware(parsed, timezone.get_current_timezone())
-            if parsed <= default + timedelta(minutes=5):
-                return parsed
-    return default
 
 
 def _gpu_devices(reported: Any, known: list[dict[str, Any]] | None = None) -> list[dict[str, Any]] | None:
@@ -85,6 +80,32 @@ def _gpu_devices(reported: Any, known: list[dict[str, Any]] | None = None) -> li
         if temperature is not None:
             device["temperature"] = temperature
     return [by_id[i] for i in order]
+
+
+def node_issue_token(*, node: Node, actor_id: str) -> tuple[str, datetime]:
+    """Issue the node's token and revoke any earlier one (only the newest `jti` is accepted).
+
+    A compare-free UPDATE of the node's `token_id`: the last issue wins, which is what rotation means.
+    """
+    jti = uuid.uuid4().hex
+    now = int(time.time())
+    expires = now + settings.AIWM_NODE_TOKEN_TTL_DAYS * 86400
+    claims = {
+        "typ": NODE_TOKEN_TYPE,
+        "sub": node.pk,
+        "nodeId": node.node_id,
+        "orgId": node.owner_org_id,
+        "jti": jti,
+        "iat": now,
+        "exp": expires,
+    }
+    updated = Node.objects.filter(pk=node.pk, is_deleted=False).update(
+        token_id=jti, updated_by=actor_id, updated_at=timezone.now()
+    )
+    if not updated:
+        raise NotFoundError(f"Node with ID {node.pk} not found")
+    token = jwt.encode(claims, settings.AIWM_NODE_TOKEN_SECRET, algorithm="HS256")
+    return token, datetime.fromtimestamp(expires, tz=UTC)
 
 
 def node_connected(*, node_pk: str, connection_id: str) -> None:
@@ -159,6 +180,33 @@ def heartbeat_changes(node: Node, data: dict[str, Any], at: datetime) -> dict[st
     if gpus is not None:
         changes["gpu_devices"] = gpus
     return changes
+
+
+def inbound_message_record(*, org_id: str, node_id: str, message_id: str, type: str) -> bool:
+    """Record a node message's id in the at-most-once ledger; False when it was already there.
+
+    Call inside the transaction that applies the message: the ledger row and the effect commit
+    together (a failed effect rolls the row back, so a re-send is applied).
+
+    One `INSERT … ON CONFLICT DO NOTHING` (PostgreSQL and SQLite alike) rather than the ORM's
+    create in a savepoint that catches the IntegrityError: one statement instead of three, on
+    the path of every acknowledged and answered command (BENCHMARKS.md "Execution dispatch").
+    A concurrent duplicate waits on the unique index until the first commits, then inserts nothing.
+    """
+    meta = InboundMessage._meta
+    quote = connection.ops.quote_name
+    names = ("owner_org_id", "node_id", "message_id", "type", "received_at")
+    columns = [quote(str(cast(Field, meta.get_field(name)).column)) for name in names]
+    unique = ", ".join(columns[:3])
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(columns)}) VALUES (%s, %s, %s, %s, %s)"
+        f" ON CONFLICT ({unique}) DO NOTHING"
+    )
+    received_at = connection.ops.adapt_datetimefield_value(timezone.now())
+    values = [org_id, node_id, message_id, type, received_at]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        return cursor.rowcount == 1
 
 
 def nodes_mark_stale_offline(*, now: datetime | None = None) -> int:

@@ -1,41 +1,32 @@
-"""Telemetry write-behind: heartbeats and metric points are buffered per process and written in
-batches every AIWM_TELEMETRY_FLUSH_MS, so a fleet's heartbeats cost one statement per batch
-rather than one transaction each (GPUStack buffers heartbeats the same way).
+"""Telemetry writes in batches: heartbeats onto their nodes, metric points into the time series.
 
-Only telemetry is buffered: nothing in it is acknowledged to the node, and a crash loses at
-most one flush interval of readings that the next heartbeat repeats anyway.
+The gateway's write-behind buffer (`gateway.telemetry`) collects a fleet's readings and flushes
+them here every AIWM_TELEMETRY_FLUSH_MS: a constant number of statements per batch rather than a
+transaction per message.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Field, Model
-from django.utils import timezone
 
-from aiwm_project.db import db_sync_to_async
 from nodes.models import Node, NodeMetric
-from nodes.services import heartbeat_changes, reported_time
-
-logger = logging.getLogger("aiwm.nodes.telemetry")
+from nodes.services import heartbeat_changes
 
 
 @dataclass
-class _Heartbeat:
+class Heartbeat:
     data: dict[str, Any]
     at: datetime
 
 
 @dataclass
-class _Point:
+class MetricPoint:
     """One metric point, as NodeMetric's fields (a plain object: built in the event loop per message)."""
 
     owner_org_id: str
@@ -46,52 +37,31 @@ class _Point:
     data: dict[str, Any]
 
 
-class TelemetryBuffer:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._heartbeats: dict[str, _Heartbeat] = {}
-        self._metrics: list[_Point] = []
+def nodes_apply_heartbeats(*, heartbeats: dict[str, Heartbeat]) -> None:
+    """Apply the latest heartbeat of each node (by primary key): one locked read and one UPDATE of
+    every node in the batch, in one transaction. Nodes are locked in primary-key order, so
+    concurrent flushes of several processes cannot deadlock; a deleted node's heartbeat is dropped."""
+    if not heartbeats:
+        return
+    postgres = connection.vendor == "postgresql"
+    with transaction.atomic():
+        nodes = _lock_nodes_pg(list(heartbeats)) if postgres else _lock_nodes_orm(list(heartbeats))
+        changes = [
+            (node.pk, heartbeat_changes(node, heartbeats[node.pk].data, heartbeats[node.pk].at)) for node in nodes
+        ]
+        if changes:
+            (_write_heartbeats_pg if postgres else _write_heartbeats_orm)(changes)
 
-    def add_heartbeat(self, node_pk: str, data: dict[str, Any]) -> None:
-        with self._lock:
-            # Readings of one node within one interval: the latest wins, as it would in the row.
-            self._heartbeats[node_pk] = _Heartbeat(data=data, at=timezone.now())
 
-    def add_metric(self, *, org_id: str, node_id: str, message_id: str, data: dict[str, Any], timestamp: Any) -> None:
-        now = timezone.now()
-        point = _Point(org_id, node_id, message_id, reported_time(timestamp, now), now, data)
-        with self._lock:
-            self._metrics.append(point)
-
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._heartbeats) + len(self._metrics)
-
-    def flush(self) -> tuple[int, int]:
-        """Write everything buffered: heartbeats as one locked read + one UPDATE of every node in the
-        batch, in one transaction; metric points as one INSERT (a point whose messageId was already
-        stored is skipped: at most once)."""
-        with self._lock:
-            heartbeats, self._heartbeats = self._heartbeats, {}
-            metrics, self._metrics = self._metrics, []
-        postgres = connection.vendor == "postgresql"
-        if heartbeats:
-            with transaction.atomic():
-                # Locked in primary-key order, so concurrent flushes of several processes cannot deadlock.
-                nodes = _lock_nodes_pg(list(heartbeats)) if postgres else _lock_nodes_orm(list(heartbeats))
-                changes = []
-                for node in nodes:
-                    beat = heartbeats[node.pk]
-                    changes.append((node.pk, heartbeat_changes(node, beat.data, beat.at)))
-                if changes:
-                    (_write_heartbeats_pg if postgres else _write_heartbeats_orm)(changes)
-        if metrics:
-            if postgres:
-                _insert_metrics_pg(metrics)
-            else:
-                points = [NodeMetric(**vars(point)) for point in metrics]
-                NodeMetric.objects.bulk_create(points, ignore_conflicts=True)
-        return len(heartbeats), len(metrics)
+def node_metrics_record(*, points: list[MetricPoint]) -> None:
+    """Insert metric points in one statement; a point whose messageId its node already stored is
+    skipped (at most once)."""
+    if not points:
+        return
+    if connection.vendor == "postgresql":
+        _insert_metrics_pg(points)
+    else:
+        NodeMetric.objects.bulk_create([NodeMetric(**vars(point)) for point in points], ignore_conflicts=True)
 
 
 # --- PostgreSQL: each batch is a constant number of statements whose rows travel as one JSON
@@ -160,7 +130,7 @@ def _write_heartbeats_pg(changes: list[tuple[str, dict[str, Any]]]) -> None:
         cursor.execute(sql, [json.dumps(rows, default=_json_default), [node_pk for node_pk, _ in changes]])
 
 
-def _insert_metrics_pg(points: list[_Point]) -> None:
+def _insert_metrics_pg(points: list[MetricPoint]) -> None:
     names = ["owner_org_id", "node_id", "message_id", "timestamp", "received_at", "data"]
     fields = [_field(name, NodeMetric) for name in names]
     quote = connection.ops.quote_name
@@ -204,31 +174,3 @@ def _write_heartbeats_orm(changes: list[tuple[str, dict[str, Any]]]) -> None:
         rows.append([*values, pk])
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
-
-
-buffer = TelemetryBuffer()
-_flusher: dict[str, Any] = {"task": None}
-
-
-async def flush_now() -> None:
-    """Write what is buffered now (from the event loop; the ORM work runs in a worker thread)."""
-    if not buffer.pending():
-        return
-    try:
-        await db_sync_to_async(buffer.flush)()
-    except Exception:  # keep going: a failed batch (a lost DB connection) must not stop the next
-        logger.exception("telemetry flush failed")
-
-
-async def _flush_forever() -> None:
-    interval = settings.AIWM_TELEMETRY_FLUSH_MS / 1000
-    while True:
-        await asyncio.sleep(interval)
-        await flush_now()
-
-
-def ensure_flusher() -> None:
-    """Start this process's flush loop on the running event loop (once)."""
-    task = _flusher["task"]
-    if task is None or task.done():
-        _flusher["task"] = asyncio.get_running_loop().create_task(_flush_forever())

@@ -7,25 +7,25 @@ from datetime import timedelta
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from aiwm_project.api.errors import format_datetime
+from aiwm_project.api.params import choice_param, time_range
 from aiwm_project.api.schema import entity_schema_view
 from aiwm_project.api.viewsets import EntityViewSet
-from nodes.api import (
-    NodeCommandSerializer,
-    NodeMetricSerializer,
-    NodeTokenSerializer,
-    SendCommandSerializer,
-    time_window,
-)
+from aiwm_project.datetimes import format_datetime
+from nodes import selectors
 from nodes.choices import CommandStatus
 from nodes.commands import send_command
-from nodes.identity import node_issue_token
-from nodes.models import Node, NodeCommand, NodeMetric
-from nodes.serializers import NodeSerializer
+from nodes.models import Node
+from nodes.serializers import (
+    NodeCommandSerializer,
+    NodeMetricSerializer,
+    NodeSerializer,
+    NodeTokenSerializer,
+    SendCommandSerializer,
+)
+from nodes.services import node_issue_token
 
 NODE_EXAMPLE_REQUEST = {
     "nodeId": "node-gpu-01",
@@ -125,13 +125,8 @@ class NodeViewSet(EntityViewSet):
                 org_id=node.owner_org_id, node_id=node.node_id, actor_id=self.actor.user_id, **sent.validated_data
             )
             return Response(NodeCommandSerializer(command).data, status=status.HTTP_201_CREATED)
-        queryset = NodeCommand.objects.filter(owner_org_id=node.owner_org_id, node_id=node.node_id)
-        wanted = request.query_params.get("status")
-        if wanted:
-            if wanted not in CommandStatus.values:
-                raise ValidationError({"status": [f"must be one of: {', '.join(CommandStatus.values)}"]})
-            queryset = queryset.filter(status=wanted)
-        page = self.paginate_queryset(queryset.order_by("-created_at", "-id"))
+        commands = selectors.node_commands(node=node, status=choice_param(request, "status", CommandStatus.values))
+        page = self.paginate_queryset(commands)
         return self.get_paginated_response(NodeCommandSerializer(page, many=True).data)
 
     @extend_schema(
@@ -148,7 +143,6 @@ class NodeViewSet(EntityViewSet):
     @action(detail=True, methods=["get"], url_path="metrics")
     def metrics(self, request: Request, id: str | None = None) -> Response:
         node = self.get_object()
-        queryset = NodeMetric.objects.filter(owner_org_id=node.owner_org_id, node_id=node.node_id)
-        queryset = time_window(request, queryset, "timestamp", default_span=timedelta(hours=1))
-        page = self.paginate_queryset(queryset.order_by("timestamp", "id"))
+        start, end = time_range(request, default_span=timedelta(hours=1))
+        page = self.paginate_queryset(selectors.node_metrics(node=node, start=start, end=end))
         return self.get_paginated_response(NodeMetricSerializer(page, many=True).data)

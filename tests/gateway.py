@@ -14,8 +14,8 @@ import uvicorn
 
 from aiwm_project.auth import Principal
 from aiwm_project.services import entity_create
-from nodes.identity import node_issue_token
 from nodes.models import Node
+from nodes.services import node_issue_token
 from tests.conftest import ORG_A, ORG_B
 
 

@@ -34,7 +34,7 @@ def test_unsafe_correlation_id_is_replaced(personas: Personas) -> None:
 
 
 def test_correlation_id_reaches_log_lines(personas: Personas, caplog: pytest.LogCaptureFixture) -> None:
-    from aiwm_project.middleware import CorrelationIdLogFilter
+    from aiwm_project.correlation import CorrelationIdLogFilter
 
     handler_records: list[logging.LogRecord] = []
 

@@ -1,8 +1,8 @@
 """The execution engine's state machines, edge by edge, on the service functions.
 
-Node answers go through `nodes.commands` (the functions the gateway calls for `command.ack` and
-`command.result`), so these tests exercise the outbox CAS and the engine together; the socket
-path is covered end to end in test_execution_gateway.py.
+Node answers go through the services the gateway calls (`nodes.commands` for `command.ack`, the
+engine's `execution_apply_result` for `command.result`), so these tests exercise the outbox CAS
+and the engine together; the socket path is covered end to end in test_execution_gateway.py.
 """
 
 from __future__ import annotations
@@ -16,11 +16,17 @@ from django.utils import timezone
 
 from aiwm_project.exceptions import ConflictError, NotFoundError
 from aiwm_project.services import entity_delete
-from executions.engine import execution_cancel, execution_retry, execution_start, executions_sweep
+from executions.engine import (
+    execution_apply_result,
+    execution_cancel,
+    execution_retry,
+    execution_start,
+    executions_sweep,
+)
 from executions.models import Execution
 from executions.services import execution_create
 from nodes.choices import CommandStatus
-from nodes.commands import command_acknowledged, command_result_received
+from nodes.commands import command_acknowledged
 from nodes.models import Node, NodeCommand
 from tests.conftest import ORG_A
 from tests.gateway import OWNER_A, make_node
@@ -82,12 +88,11 @@ def answer_command(
     original: str, status: str = "success", *, node_id: str = NODE, message_id: str | None = None, **data: Any
 ) -> NodeCommand:
     body = {"originalMessageId": original, "status": status, **data}
-    return command_result_received(
+    return execution_apply_result(
         org_id=ORG_A,
         node_id=node_id,
-        original_message_id=original,
-        data=body,
         message_id=message_id or str(uuid.uuid4()),
+        data=body,
     )
 
 

@@ -6,7 +6,7 @@ is under test; the SQLite run skips them):
 1. The same `command.result` applied twice at once (two threads, two database connections, as two
    web processes would): the step completes once, its messageId is recorded once, and the next
    step's command is created once. Through the protocol's entry (`apply_message`: ledger + CAS)
-   and through the outbox service alone (`command_result_received`: the CAS only).
+   and through the engine's service alone (`execution_apply_result`: the locks and the CAS only).
 2. A cancel racing the final step's result: the run ends either completed (the cancel is a 409,
    nothing sent to the node) or cancelled (the result is ignored, the node gets `command.cancel`),
    never a mix of both.
@@ -54,12 +54,12 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connection, transaction
 
 from aiwm_project.exceptions import ConflictError
-from executions.engine import execution_cancel, execution_start
+from executions.engine import execution_apply_result, execution_cancel, execution_start
 from executions.models import Execution
-from nodes.commands import command_result_received, commands_pending_for
-from nodes.identity import NodeIdentity
+from gateway.identity import NodeIdentity
+from gateway.protocol import Connection, apply_message
+from nodes.commands import commands_pending_for
 from nodes.models import InboundMessage, Node, NodeCommand
-from nodes.protocol import Connection, apply_message
 from tests.conftest import ORG_A
 from tests.gateway import OWNER_A, eventually, free_port, make_node
 from tests.test_execution_engine import NODE, cancels_for, chain, create, fresh, mark_sent, step
@@ -185,7 +185,7 @@ def node(transactional_db: None) -> Node:
 # --- 1. the same result twice, at once -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("entry", ["apply_message", "command_result_received"])
+@pytest.mark.parametrize("entry", ["apply_message", "execution_apply_result"])
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_the_same_result_delivered_twice_at_once_counts_once(node: Node, entry: str) -> None:
@@ -198,12 +198,11 @@ def test_the_same_result_delivered_twice_at_once_counts_once(node: Node, entry: 
         def deliver(copy: str, body: dict[str, Any] = body) -> Any:
             if entry == "apply_message":  # what a transport calls: ledger row, then the CAS
                 return apply_message(node_connection(node, copy), body)
-            return command_result_received(  # the outbox service alone: only the CAS guards it
+            return execution_apply_result(  # the engine's service alone: only the locks and the CAS guard it
                 org_id=ORG_A,
                 node_id=NODE,
-                original_message_id=body["data"]["originalMessageId"],
-                data=body["data"],
                 message_id=body["messageId"],
+                data=body["data"],
             )
 
         held = round_ % 2 == 1  # odd rounds: both copies provably inside their transactions at once
@@ -385,7 +384,7 @@ def test_celery_beat_times_out_a_step_whose_node_never_answers(node: Node, clust
 #     publishing it: only the unacknowledged re-send (AIWM_COMMAND_ACK_TIMEOUT_SECONDS) recovers it.
 CRASH_POINTS = {
     "on-commit-hook": ("nodes.commands", "deliver_command"),
-    "deliver-to-node": ("nodes.delivery", "deliver_to_node"),
+    "deliver-to-node": ("aiwm_project.node_bus", "publish"),
 }
 
 

@@ -1,6 +1,6 @@
 """The engine over REST: start/cancel/retry, deployment start/stop and model download.
 
-Node answers go through `nodes.commands` as the gateway calls it; the socket path end to end is
+Node answers go through the engine's service as the gateway calls it; the socket path end to end is
 in test_execution_gateway.py.
 """
 
@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from deployments.models import Deployment
+from executions.engine import execution_apply_result
 from executions.models import Execution
 from models_registry.models import AIModel
-from nodes.commands import command_result_received
 from nodes.models import Node, NodeCommand
 from tests.api_mixin import assert_error
 from tests.conftest import ORG_A, Personas
@@ -31,12 +31,11 @@ def post(client: Any, url: str, body: Any = None, status: int = 200) -> dict[str
 
 
 def answer(message_id: str, status: str = "success", **data: Any) -> None:
-    command_result_received(
+    execution_apply_result(
         org_id=ORG_A,
         node_id=NODE,
-        original_message_id=message_id,
-        data={"originalMessageId": message_id, "status": status, **data},
         message_id=str(uuid.uuid4()),
+        data={"originalMessageId": message_id, "status": status, **data},
     )
 
 

@@ -30,7 +30,7 @@ import pytest
 import requests
 
 from aiwm_project.auth import issue_user_token
-from nodes.identity import node_issue_token
+from nodes.services import node_issue_token
 from tests.conftest import IN_CI, ORG_A
 from tests.gateway import OWNER_A, LiveGateway, make_node
 

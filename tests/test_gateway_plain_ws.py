@@ -24,9 +24,9 @@ from websockets.exceptions import ConnectionClosed
 
 from aiwm_project.auth import issue_user_token
 from deployments.models import Deployment, DeploymentLog
-from nodes import consumers
-from nodes.identity import node_issue_token
+from gateway import consumers
 from nodes.models import InboundMessage, Node, NodeCommand
+from nodes.services import node_issue_token
 from tests.conftest import ORG_A, ORG_B
 from tests.gateway import OWNER_B, LiveGateway, make_node
 from tests.test_gateway_socketio import (  # noqa: F401  (sqlite_reads_take_no_locks: an autouse fixture)

@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from deployments.models import DeploymentLog
-from nodes.identity import ConnectionRefused, authenticate_connection
+from gateway.identity import ConnectionRefused, authenticate_connection
 from nodes.models import NodeCommand, NodeMetric
 from tests.api_mixin import assert_error
 from tests.conftest import ORG_A, Personas, client_for

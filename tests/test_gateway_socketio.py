@@ -25,13 +25,12 @@ import socketio
 from asgiref.sync import async_to_sync, sync_to_async
 from django.utils import timezone
 
-from aiwm_project.api.errors import iso_now
 from aiwm_project.auth import issue_user_token
 from aiwm_project.background import run_sweep
+from aiwm_project.datetimes import iso_now
 from deployments.models import Deployment, DeploymentLog
-from nodes.identity import node_issue_token
 from nodes.models import InboundMessage, Node, NodeMetric
-from nodes.services import nodes_mark_stale_offline
+from nodes.services import node_issue_token, nodes_mark_stale_offline
 from tests.conftest import ORG_A, ORG_B
 from tests.gateway import OWNER_B, LiveGateway, eventually, make_node
 
@@ -190,7 +189,7 @@ def quick_polling(monkeypatch: pytest.MonkeyPatch) -> None:
     until the ping timers run out (25 s + 20 s by default): the client's disconnect() waits for
     it, and so does the server's shutdown. Short timers keep both within a couple of seconds.
     """
-    from nodes.socketio_app import sio
+    from gateway.socketio_app import sio
 
     monkeypatch.setattr(sio.eio, "ping_interval", 0.5)
     monkeypatch.setattr(sio.eio, "ping_timeout", 1.0)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, JsonResponse
-from django.utils import timezone
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from aiwm_project.correlation import current_correlation_id
+from aiwm_project.datetimes import iso_now
 from aiwm_project.exceptions import ServiceError
 
 logger = logging.getLogger("aiwm.api")
@@ -30,18 +30,7 @@ class PayloadTooLarge(exceptions.APIException):
     default_code = "payload_too_large"
 
 
-def iso_now() -> str:
-    return format_datetime(timezone.now())
-
-
-def format_datetime(value: Any) -> str:
-    """ISO 8601 in UTC with milliseconds and a Z, as the contract's examples show."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
 def error_body(request: HttpRequest, status_code: int, message: str, errors: list[str] | None = None) -> dict:
-    from aiwm_project.middleware import current_correlation_id
-
     body: dict[str, Any] = {
         "statusCode": status_code,
         "message": message,

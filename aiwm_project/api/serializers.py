@@ -3,7 +3,6 @@ nested JSON shapes, and populated references."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
@@ -12,21 +11,15 @@ from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.fields import SkipField, empty
 
-from aiwm_project.api.errors import format_datetime
+from aiwm_project.datetimes import format_datetime
+from aiwm_project.naming import camelize
 from aiwm_project.selectors import RelatedLoader
 
 # Fields a client can never set; sending one is a 400 rather than a silent no-op.
 PROTECTED_FIELDS = ("_id", "owner", "createdBy", "updatedBy", "isDeleted", "deletedAt")
 SERVER_SET_MESSAGE = "This field is set by the server."
 COMMON_FIELDS = ["id", "owner", "created_by", "updated_by", "created_at", "updated_at"]
-_CAMEL_RE = re.compile(r"_([a-z0-9])")
 BIG_INT_MAX = 2**63 - 1
-
-
-def camelize(name: str) -> str:
-    if name == "id":
-        return "_id"
-    return _CAMEL_RE.sub(lambda m: m.group(1).upper(), name)
 
 
 def invalid_choice_message(choices: Any) -> str:

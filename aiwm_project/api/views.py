@@ -17,8 +17,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aiwm_project.api.errors import error_response, iso_now
+from aiwm_project.api.errors import error_response
 from aiwm_project.auth import issue_user_token
+from aiwm_project.datetimes import iso_now
 from aiwm_project.permissions import PublicEndpoint
 
 logger = logging.getLogger("aiwm.health")

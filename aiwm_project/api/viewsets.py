@@ -13,9 +13,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from aiwm_project import services
-from aiwm_project.api.errors import format_datetime
 from aiwm_project.api.serializers import PopulatedField
 from aiwm_project.auth import Principal
+from aiwm_project.datetimes import format_datetime
 from aiwm_project.models import OwnedModel
 from aiwm_project.selectors import RelatedLoader, find_by_identifier, is_valid_identifier
 

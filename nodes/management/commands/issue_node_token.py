@@ -7,8 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from aiwm_project.selectors import find_by_identifier
-from nodes.identity import node_issue_token
 from nodes.models import Node
+from nodes.services import node_issue_token
 
 
 class Command(BaseCommand):

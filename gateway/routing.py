@@ -1,5 +1,5 @@
 from django.urls import path
 
-from nodes.consumers import NodeConsumer
+from gateway.consumers import NodeConsumer
 
 websocket_urlpatterns = [path("ws/node", NodeConsumer.as_asgi())]

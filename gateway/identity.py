@@ -1,24 +1,20 @@
-"""Who a node connection speaks for: node tokens (issued here) or a user token naming its node."""
+"""Who a node connection speaks for: its node token (issued by `nodes.services.node_issue_token`)
+or a user token with write rights naming its node."""
 
 from __future__ import annotations
 
-import time
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import jwt
 from django.conf import settings
 from django.db.models import Q
-from django.utils import timezone
 
 from aiwm_project.auth import TokenError, authenticate_user_token
 from aiwm_project.ids import is_business_id, is_object_id
 from aiwm_project.permissions import rights_of
 from nodes.models import Node
-
-NODE_TOKEN_TYPE = "node"
+from nodes.services import NODE_TOKEN_TYPE
 
 
 @dataclass(frozen=True)
@@ -31,32 +27,6 @@ class NodeIdentity:
 
 class ConnectionRefused(Exception):
     """The handshake is refused; the message says why (sent to the client)."""
-
-
-def node_issue_token(*, node: Node, actor_id: str) -> tuple[str, datetime]:
-    """Issue the node's token and revoke any earlier one (only the newest `jti` is accepted).
-
-    A compare-free UPDATE of the node's `token_id`: the last issue wins, which is what rotation means.
-    """
-    jti = uuid.uuid4().hex
-    now = int(time.time())
-    expires = now + settings.AIWM_NODE_TOKEN_TTL_DAYS * 86400
-    claims = {
-        "typ": NODE_TOKEN_TYPE,
-        "sub": node.pk,
-        "nodeId": node.node_id,
-        "orgId": node.owner_org_id,
-        "jti": jti,
-        "iat": now,
-        "exp": expires,
-    }
-    updated = Node.objects.filter(pk=node.pk, is_deleted=False).update(
-        token_id=jti, updated_by=actor_id, updated_at=timezone.now()
-    )
-    if not updated:
-        raise ConnectionRefused("node not found")
-    token = jwt.encode(claims, settings.AIWM_NODE_TOKEN_SECRET, algorithm="HS256")
-    return token, datetime.fromtimestamp(expires, tz=UTC)
 
 
 def _from_node_token(claims: dict[str, Any]) -> NodeIdentity:

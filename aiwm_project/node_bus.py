@@ -1,4 +1,10 @@
-"""Hand a message to whichever web process holds a node's socket (Socket.IO and plain WebSocket).
+"""The node bus: hand a message to whichever web process holds a node's socket (Socket.IO and
+plain WebSocket), from any process.
+
+Plumbing like the channel layer, and in the base package for the same reason: both sides use it
+and it knows no app. The command outbox (`nodes.commands`) publishes on it after commit; the
+gateway (`gateway.socketio_app`, `gateway.consumers`) receives: its sockets join the node's
+room or group, and its server registers here as this process's local receiver.
 
 With REDIS_URL: published through Redis (the Socket.IO Redis manager's channel and the
 channels-redis layer), so a web process, a Celery worker or a shell reaches a node connected
@@ -14,11 +20,12 @@ import hashlib
 import logging
 from typing import Any
 
+import socketio
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-logger = logging.getLogger("aiwm.nodes.delivery")
+logger = logging.getLogger("aiwm.node_bus")
 NAMESPACE = "/ws/node"
 # Set by the Socket.IO server when it starts serving in this process (embedded default).
 _local: dict[str, Any] = {"sio": None, "loop": None}
@@ -35,9 +42,7 @@ def register_local_server(sio: Any, loop: asyncio.AbstractEventLoop) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _redis_emitter(url: str, channel: str) -> Any:
-    import socketio
-
-    # The same channel as the servers' AsyncRedisManager (nodes.socketio_app), or nobody hears it.
+    # The same channel as the servers' AsyncRedisManager (gateway.socketio_app), or nobody hears it.
     return socketio.RedisManager(url, channel=channel, write_only=True)
 
 
@@ -52,9 +57,7 @@ def transports_for(connection_id: str | None) -> tuple[bool, bool]:
     return not plain, plain
 
 
-def deliver_to_node(
-    org_id: str, node_id: str, event: str, payload: dict[str, Any], connection_id: str | None = None
-) -> None:
+def publish(org_id: str, node_id: str, event: str, payload: dict[str, Any], connection_id: str | None = None) -> None:
     """Send `event` to the node's sockets, in any process. Call from sync code (a service, a task).
 
     With the node's `connection_id`, only its transport is used (a Channels group_send costs a
@@ -88,11 +91,11 @@ def deliver_to_node(
         asyncio.run_coroutine_threadsafe(coroutine, loop)
 
 
-async def _deliver_here(group: str, event: str, payload: dict[str, Any], socketio: bool, plain: bool) -> None:
+async def _deliver_here(group: str, event: str, payload: dict[str, Any], to_socketio: bool, to_plain: bool) -> None:
     try:
-        if socketio:
+        if to_socketio:
             await _local["sio"].emit(event, payload, room=group, namespace=NAMESPACE)
-        if plain:
+        if to_plain:
             await get_channel_layer().group_send(group, {"type": "node.deliver", "payload": payload})
     except Exception:  # a delivery failure must not take the caller down: the outbox re-sends
         logger.exception("delivery to %s failed", group)

@@ -1,6 +1,6 @@
 """Socket.IO transport for node daemons: namespace /ws/node at path /socket.io/ (polling + websocket).
 
-A thin adapter: authenticate the handshake, then hand every event to nodes.protocol.
+A thin adapter: authenticate the handshake, then hand every event to gateway.protocol.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from typing import Any
 import socketio
 from django.conf import settings
 
+from aiwm_project import node_bus
 from aiwm_project.db import db_sync_to_async
-from nodes import delivery, protocol, services
-from nodes.identity import ConnectionRefused, authenticate_connection
+from gateway import protocol
+from gateway.identity import ConnectionRefused, authenticate_connection
+from nodes import services
 
-logger = logging.getLogger("aiwm.nodes.socketio")
+logger = logging.getLogger("aiwm.gateway.socketio")
 
 
 def _client_manager() -> socketio.AsyncManager | None:
@@ -28,7 +30,7 @@ def _client_manager() -> socketio.AsyncManager | None:
 
 class NodeNamespace(socketio.AsyncNamespace):
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        delivery.register_local_server(self.server, asyncio.get_running_loop())
+        node_bus.register_local_server(self.server, asyncio.get_running_loop())
         auth = auth if isinstance(auth, dict) else {}
         try:
             identity = await db_sync_to_async(authenticate_connection)(auth.get("token"), auth.get("nodeId"))
@@ -40,7 +42,7 @@ class NodeNamespace(socketio.AsyncNamespace):
             raise socketio.exceptions.ConnectionRefusedError(reason, refusal) from exc
         conn = protocol.Connection(identity=identity, connection_id=sid)
         await self.save_session(sid, {"conn": conn})
-        await self.enter_room(sid, delivery.group_for(identity.org_id, identity.node_id))
+        await self.enter_room(sid, node_bus.group_for(identity.org_id, identity.node_id))
         await db_sync_to_async(services.node_connected)(node_pk=identity.node_pk, connection_id=sid)
         # Sent once the handshake has completed (emits inside the connect handler would race it).
         asyncio.get_running_loop().call_soon(
@@ -85,4 +87,4 @@ sio = socketio.AsyncServer(
     logger=False,
     engineio_logger=False,
 )
-sio.register_namespace(NodeNamespace(delivery.NAMESPACE))
+sio.register_namespace(NodeNamespace(node_bus.NAMESPACE))

@@ -2,7 +2,7 @@
 
 Auth: `Authorization: Bearer <token>` on the handshake (plus `X-Node-Id` or `?nodeId=` for a
 user token), or a first frame `{"type": "auth", "data": {"token": ..., "nodeId": ...}}`.
-A refused connection is closed with code 4401. A thin adapter over nodes.protocol.
+A refused connection is closed with code 4401. A thin adapter over gateway.protocol.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from rest_framework.exceptions import ParseError
 
+from aiwm_project import node_bus
 from aiwm_project.auth import bearer_token
 from aiwm_project.db import db_sync_to_async
 from aiwm_project.parsers import loads_strict
-from nodes import delivery, protocol, services
-from nodes.identity import ConnectionRefused, authenticate_connection
-from nodes.socketio_app import sio
+from gateway import protocol
+from gateway.identity import ConnectionRefused, authenticate_connection
+from gateway.socketio_app import sio
+from nodes import services
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_ABUSE = 4408
@@ -35,9 +37,9 @@ class NodeConsumer(AsyncWebsocketConsumer):
     auth_timer: asyncio.TimerHandle | None = None
 
     async def connect(self) -> None:
-        # Commands are handed to this process's event loop (nodes.delivery): register it here too,
+        # Commands are handed to this process's event loop (aiwm_project.node_bus): register it here too,
         # or a node on the plain WebSocket only hears of them on its next register.
-        delivery.register_local_server(sio, asyncio.get_running_loop())
+        node_bus.register_local_server(sio, asyncio.get_running_loop())
         await self.accept()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope.get("headers", [])}
         token = bearer_token(headers.get("authorization", ""))
@@ -58,9 +60,9 @@ class NodeConsumer(AsyncWebsocketConsumer):
             await self._send(protocol.error_reply("UNAUTHORIZED", str(exc)))
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
-        connection_id = f"{delivery.PLAIN_WEBSOCKET_PREFIX}{uuid.uuid4().hex}"
+        connection_id = f"{node_bus.PLAIN_WEBSOCKET_PREFIX}{uuid.uuid4().hex}"
         self.conn = protocol.Connection(identity=identity, connection_id=connection_id)
-        self.group = delivery.group_for(identity.org_id, identity.node_id)
+        self.group = node_bus.group_for(identity.org_id, identity.node_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await db_sync_to_async(services.node_connected)(node_pk=identity.node_pk, connection_id=connection_id)
         await self._send(protocol.connection_ack(self.conn))
@@ -108,7 +110,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
         await self._authenticate(data.get("token"), data.get("nodeId"))
 
     async def node_deliver(self, event: dict[str, Any]) -> None:
-        """A message for this node from the channel layer (see nodes.delivery)."""
+        """A message for this node from the channel layer (see aiwm_project.node_bus)."""
         await self._send(event["payload"])
 
     async def disconnect(self, code: int) -> None:

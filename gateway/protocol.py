@@ -14,23 +14,23 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Field
-from django.utils import timezone
+from django.db import transaction
 from rest_framework.exceptions import ParseError
 
-from aiwm_project.api.errors import iso_now
+from aiwm_project.datetimes import iso_now
 from aiwm_project.db import db_sync_to_async
 from aiwm_project.exceptions import ServiceError
 from aiwm_project.parsers import check_json_value
-from nodes import commands, services, telemetry
-from nodes.identity import NodeIdentity
-from nodes.models import InboundMessage
+from deployments.services import deployment_append_logs, deployment_apply_node_status
+from executions.engine import execution_apply_result
+from gateway import telemetry
+from gateway.identity import NodeIdentity
+from nodes import commands, services
 
-logger = logging.getLogger("aiwm.nodes.protocol")
+logger = logging.getLogger("aiwm.gateway.protocol")
 MAX_MESSAGE_ID = 128
 MAX_TYPE = 64
 
@@ -98,7 +98,8 @@ Reply = tuple[str, dict[str, Any]]
 # --- handlers: run in a worker thread (they use the ORM); each returns its replies ---
 
 
-def _own_deployment_id(conn: Connection, data: dict[str, Any]) -> str:
+def _deployment_id(data: dict[str, Any]) -> str:
+    """The deployment a report names (whether it is this node's, the deployment services check)."""
     deployment_id = data.get("deploymentId")
     if not isinstance(deployment_id, str) or not deployment_id:
         raise ProtocolError("INVALID_PAYLOAD", "data.deploymentId is required")
@@ -123,7 +124,7 @@ def on_register(conn: Connection, message: dict[str, Any]) -> list[Reply]:
     return [("register.ack", envelope("register.ack", ack))]
 
 
-# Telemetry is not applied here but handed to the write-behind buffer (nodes.telemetry), in the
+# Telemetry is not applied here but handed to the write-behind buffer (gateway.telemetry), in the
 # event loop itself: no thread hop, no transaction per message.
 
 
@@ -153,37 +154,33 @@ def on_command_ack(conn: Connection, message: dict[str, Any]) -> list[Reply]:
 
 
 def on_command_result(conn: Connection, message: dict[str, Any]) -> list[Reply]:
-    commands.command_result_received(
+    # The engine applies it to the command and to the step waiting for it (lock order: execution, command).
+    execution_apply_result(
         org_id=conn.identity.org_id,
         node_id=conn.identity.node_id,
-        original_message_id=message["data"].get("originalMessageId"),
-        data=message["data"],
         message_id=message["messageId"],
+        data=message["data"],
     )
     return []
 
 
 def on_deployment_status(conn: Connection, message: dict[str, Any]) -> list[Reply]:
-    from deployments.services import deployment_apply_node_status
-
     data = message["data"]
     deployment_apply_node_status(
         org_id=conn.identity.org_id,
         node_id=conn.identity.node_id,
-        deployment_id=_own_deployment_id(conn, data),
+        deployment_id=_deployment_id(data),
         data=data,
     )
     return []
 
 
 def on_deployment_logs(conn: Connection, message: dict[str, Any]) -> list[Reply]:
-    from deployments.services import deployment_append_logs
-
     data = message["data"]
     deployment_append_logs(
         org_id=conn.identity.org_id,
         node_id=conn.identity.node_id,
-        deployment_id=_own_deployment_id(conn, data),
+        deployment_id=_deployment_id(data),
         logs=data.get("logs"),
     )
     return []
@@ -248,30 +245,6 @@ def encoded_size(message: Any) -> int:
         raise ProtocolError("INVALID_PAYLOAD", "only JSON values with finite numbers are accepted") from exc
 
 
-def _first_time(conn: Connection, message: dict[str, Any]) -> bool:
-    """Record the message id in the ledger; False when it was already there.
-
-    One `INSERT … ON CONFLICT DO NOTHING` (PostgreSQL and SQLite alike) rather than the ORM's
-    create in a savepoint that catches the IntegrityError: one statement instead of three, on
-    the path of every acknowledged and answered command (BENCHMARKS.md "Execution dispatch").
-    A concurrent duplicate waits on the unique index until the first commits, then inserts nothing.
-    """
-    meta = InboundMessage._meta
-    quote = connection.ops.quote_name
-    names = ("owner_org_id", "node_id", "message_id", "type", "received_at")
-    columns = [quote(str(cast(Field, meta.get_field(name)).column)) for name in names]
-    unique = ", ".join(columns[:3])
-    sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(columns)}) VALUES (%s, %s, %s, %s, %s)"
-        f" ON CONFLICT ({unique}) DO NOTHING"
-    )
-    received_at = connection.ops.adapt_datetimefield_value(timezone.now())
-    values = [conn.identity.org_id, conn.identity.node_id, message["messageId"], message["type"], received_at]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
-        return cursor.rowcount == 1
-
-
 def apply_message(conn: Connection, message: dict[str, Any]) -> list[Reply]:
     """Apply one validated message at most once (sync; uses the ORM)."""
     handler = HANDLERS[message["type"]]
@@ -279,7 +252,12 @@ def apply_message(conn: Connection, message: dict[str, Any]) -> list[Reply]:
         with transaction.atomic():
             # The ledger row and the effect commit together: a duplicate messageId finds the
             # row and is skipped; a failed effect rolls the row back so a retry is applied.
-            if not _first_time(conn, message):
+            if not services.inbound_message_record(
+                org_id=conn.identity.org_id,
+                node_id=conn.identity.node_id,
+                message_id=message["messageId"],
+                type=message["type"],
+            ):
                 logger.info("duplicate %s %s from %s ignored", message["type"], message["messageId"], conn.identity)
                 return []
             return handler(conn, message)
