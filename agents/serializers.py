@@ -9,18 +9,14 @@ from rest_framework import serializers
 
 from agents.choices import ToolParametersType, ToolResponseType
 from agents.models import Agent, Instruction, Tool
-from aiwm_project.api.serializers import EntitySerializer, NestedObjectSerializer, PopulatedField, choice_field
+from aiwm_project.api.serializers import (
+    EntitySerializer,
+    NestedObjectSerializer,
+    PopulatedField,
+    choice_field,
+    string_list,
+)
 from aiwm_project.datetimes import format_datetime
-
-TAG_MAX_LENGTH = 64
-MAX_TAGS = 50
-
-
-def string_list(*, max_items: int = MAX_TAGS, max_length: int = TAG_MAX_LENGTH) -> serializers.ListField:
-    return serializers.ListField(
-        child=serializers.CharField(max_length=max_length), required=False, max_length=max_items
-    )
-
 
 # --- Instruction ---
 
@@ -79,12 +75,6 @@ class AgentSerializer(EntitySerializer):
             "average_response_time": {"min_value": 0},
             "average_latency": {"min_value": 0},
         }
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        # "" and null both mean "no instruction"; store one of them.
-        if attrs.get("instruction_id") == "":
-            attrs["instruction_id"] = None
-        return attrs
 
 
 # --- Tool: JSON columns with a documented shape ---

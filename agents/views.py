@@ -74,7 +74,7 @@ IN_USE_RESPONSE = OpenApiResponse(
     update_example=("New version", INSTRUCTION_UPDATE_EXAMPLE),
     updated_example={**INSTRUCTION_EXAMPLE, **INSTRUCTION_UPDATE_EXAMPLE, "updatedAt": "2025-11-19T11:00:00.000Z"},
     overrides={
-        "update": {"description": "Changing `instructionId` while live agents use the instruction is a 409."},
+        "update": {"description": "`instructionId` cannot be changed (400): agents refer to the instruction by it."},
         "destroy": {
             "description": "Refused with 409 while live agents use the instruction: reassign or delete them first.",
             "responses": {200: OpenApiResponse(DeleteResponse), 409: IN_USE_RESPONSE},

@@ -12,6 +12,9 @@ import logging
 from django.conf import settings
 
 from aiwm_project.db import db_sync_to_async
+from executions.engine import executions_sweep
+from nodes.commands import commands_redeliver
+from nodes.services import inbound_prune, metrics_prune, nodes_mark_stale_offline
 
 logger = logging.getLogger("aiwm.background")
 _started = False
@@ -19,10 +22,6 @@ _started = False
 
 def run_sweep() -> dict[str, int]:
     """One pass of every periodic job; each is a service, also called by the Celery task."""
-    from executions.engine import executions_sweep
-    from nodes.commands import commands_redeliver
-    from nodes.services import inbound_prune, metrics_prune, nodes_mark_stale_offline
-
     return {
         "nodes_offline": nodes_mark_stale_offline(),
         "executions_advanced": executions_sweep(),

@@ -165,9 +165,7 @@ def entity_delete(*, instance: OwnedModel, actor: Principal) -> OwnedModel:
     model = type(instance)
     now = timezone.now()
     with transaction.atomic():
-        locked = model.objects.select_for_update().filter(pk=instance.pk, is_deleted=False)
-        if not list(locked.values_list("pk", flat=True)):
-            raise NotFoundError(f"{model.entity_label} with ID {instance.pk} not found")
+        lock_live(model, instance.pk)
         refuse_if_referenced(instance)
         model.objects.filter(pk=instance.pk).update(
             is_deleted=True, deleted_at=now, updated_by=actor.user_id, updated_at=now

@@ -7,19 +7,12 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
-from aiwm_project.api.serializers import EntitySerializer, NestedObjectSerializer
+from aiwm_project.api.serializers import EntitySerializer, NestedObjectSerializer, string_list
 from aiwm_project.datetimes import format_datetime
 from conversations.models import MESSAGE_CONTENT_MAX_CHARS, Conversation, Message
 
 # Far above any model's context window; a larger number is a client bug, not usage.
 MAX_TOKENS_PER_MESSAGE = 10**9
-
-
-def _blank_reference_is_null(attrs: dict[str, Any], field: str) -> dict[str, Any]:
-    # "" and null both mean "no reference"; store NULL, as the other apps do.
-    if attrs.get(field) == "":
-        attrs[field] = None
-    return attrs
 
 
 # --- conversation ---
@@ -51,7 +44,7 @@ class ConversationParticipantSerializer(NestedObjectSerializer):
 class ConversationSerializer(EntitySerializer):
     server_fields = ("totalTokens", "totalMessages")
 
-    tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False, max_length=50)
+    tags = string_list()
     participants = serializers.ListField(child=ConversationParticipantSerializer(), required=False, max_length=100)
 
     class Meta:
@@ -72,9 +65,6 @@ class ConversationSerializer(EntitySerializer):
         ]
         read_only_fields = ["total_tokens", "total_messages"]
         extra_kwargs = {"description": {"max_length": 4000}}
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        return _blank_reference_is_null(attrs, "model_id")
 
 
 # --- message ---
@@ -163,4 +153,4 @@ class MessageSerializer(EntitySerializer):
         # An assistant turn that only calls a function/tool has no text; any other turn must.
         if not current("content") and not current("function_call") and not current("tool_calls"):
             raise serializers.ValidationError({"content": ["may be empty only when functionCall or toolCalls is set"]})
-        return _blank_reference_is_null(attrs, "agent_id")
+        return attrs

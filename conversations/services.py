@@ -18,9 +18,9 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from aiwm_project.auth import Principal
-from aiwm_project.exceptions import NotFoundError, ValidationFailed
+from aiwm_project.exceptions import ValidationFailed
 from aiwm_project.ids import new_object_id
-from aiwm_project.services import entity_create, entity_delete, entity_update
+from aiwm_project.services import entity_create, entity_delete, entity_update, lock_live
 from conversations.models import Conversation, Message, usage_tokens
 
 
@@ -35,14 +35,6 @@ def _count_on_conversation(*, org_id: str, conversation_id: str, messages: int, 
         total_tokens=Greatest(F("total_tokens") + tokens, Value(0)),
         updated_at=timezone.now(),
     )
-
-
-def _lock_live_message(message: Message) -> Message:
-    """SELECT FOR UPDATE the message's current row; NotFoundError when it was deleted meanwhile."""
-    current = Message.objects.select_for_update().filter(pk=message.pk, is_deleted=False).first()
-    if current is None:
-        raise NotFoundError(f"Message with ID {message.pk} not found")
-    return current
 
 
 def message_create(*, model: type[Message] = Message, data: dict[str, Any], actor: Principal) -> Message:
@@ -78,7 +70,7 @@ def message_update(*, instance: Message, data: dict[str, Any], actor: Principal)
     if "conversation_id" in data and data["conversation_id"] != instance.conversation_id:
         raise ValidationFailed(["conversationId: a message cannot be moved to another conversation"])
     with transaction.atomic():
-        before = _lock_live_message(instance)
+        before = lock_live(Message, instance.pk)
         message = entity_update(instance=instance, data=data, actor=actor)
         if "usage" in data:
             delta = usage_tokens(data["usage"]) - usage_tokens(before.usage)
@@ -97,7 +89,7 @@ def message_delete(*, instance: Message, actor: Principal) -> Message:
     subtracts nothing.
     """
     with transaction.atomic():
-        before = _lock_live_message(instance)
+        before = lock_live(Message, instance.pk)
         entity_delete(instance=instance, actor=actor)
         _count_on_conversation(
             org_id=before.owner_org_id,

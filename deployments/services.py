@@ -9,35 +9,85 @@ from django.utils import timezone
 
 from aiwm_project.datetimes import format_datetime, reported_time
 from aiwm_project.exceptions import NotFoundError, ValidationFailed
+from aiwm_project.services import lock_live
 from deployments.choices import DeploymentStatus, EventSeverity, LogLevel
 from deployments.models import MAX_EVENTS, Deployment, DeploymentLog
+
+
+def deployment_change(
+    *,
+    deployment: Deployment,
+    changes: dict[str, Any],
+    event: str,
+    message: str,
+    severity: str = EventSeverity.INFO,
+    only_if_changed: bool = False,
+) -> Deployment:
+    """Change a deployment's runtime state and log why in its events, in one UPDATE of its row.
+
+    Call holding the deployment's row lock (SELECT FOR UPDATE), with the instance read under that
+    lock: the changed values are decided against it and the event is appended to its `events`
+    (the newest MAX_EVENTS are kept), so nothing written since may be lost. With
+    `only_if_changed`, nothing is written (no event either) when every value is already as
+    given. Sends nothing. The writer of every runtime change: the node's reports
+    (`deployment.status`), the engine's steps and the start/stop requests; REST writes only the
+    fields a client may set (through the entity services).
+    """
+    if severity not in EventSeverity.values:
+        raise ValueError(f"unknown event severity {severity!r}")
+    changed = {k: v for k, v in changes.items() if getattr(deployment, k) != v}
+    if only_if_changed and not changed:
+        return deployment
+    now = timezone.now()
+    entry = {"timestamp": format_datetime(now), "event": event[:128], "message": message[:4000], "severity": severity}
+    events = [*(deployment.events or []), entry][-MAX_EVENTS:]
+    Deployment.objects.filter(pk=deployment.pk).update(**changed, events=events, updated_at=now)
+    for key, value in {**changed, "events": events, "updated_at": now}.items():
+        setattr(deployment, key, value)
+    return deployment
+
+
+def deployment_set_state(
+    *,
+    org_id: str,
+    deployment_id: str,
+    changes: dict[str, Any],
+    event: str,
+    message: str,
+    severity: str = EventSeverity.INFO,
+    only_if_changed: bool = False,
+) -> Deployment | None:
+    """`deployment_change` on the deployment named by its business id, taking its row lock.
+
+    Returns None when the deployment does not exist (an execution may name a resource id that
+    was never a deployment).
+    """
+    with transaction.atomic():
+        current = Deployment.objects.for_org(org_id).select_for_update().filter(deployment_id=deployment_id).first()
+        if current is None:
+            return None
+        return deployment_change(
+            deployment=current,
+            changes=changes,
+            event=event,
+            message=message,
+            severity=severity,
+            only_if_changed=only_if_changed,
+        )
 
 
 def deployment_record_event(
     *, deployment: Deployment, event: str, message: str, severity: str = EventSeverity.INFO
 ) -> Deployment:
-    """Append one entry to the deployment's event log, keeping the newest MAX_EVENTS.
+    """Append one entry to the deployment's event log (no state change), taking its row lock.
 
-    Holds a SELECT FOR UPDATE lock on the deployment row for the read-append-write of the JSON
-    array, so concurrent reports (node status, engine steps) cannot drop each other's entries.
-    Sends nothing. Raises NotFoundError when the deployment was deleted meanwhile.
+    Raises NotFoundError when the deployment was deleted meanwhile.
     """
-    if severity not in EventSeverity.values:
-        raise ValueError(f"unknown event severity {severity!r}")
-    now = timezone.now()
-    entry = {"timestamp": format_datetime(now), "event": event[:128], "message": message[:4000], "severity": severity}
     with transaction.atomic():
-        current = (
-            Deployment.objects.select_for_update()
-            .filter(pk=deployment.pk, is_deleted=False)
-            .values_list("events", flat=True)
-            .first()
+        locked = deployment_change(
+            deployment=lock_live(Deployment, deployment.pk), changes={}, event=event, message=message, severity=severity
         )
-        if current is None:
-            raise NotFoundError(f"Deployment with ID {deployment.pk} not found")
-        events = [*(current or []), entry][-MAX_EVENTS:]
-        Deployment.objects.filter(pk=deployment.pk).update(events=events, updated_at=now)
-    deployment.events, deployment.updated_at = events, now
+    deployment.events, deployment.updated_at = locked.events, locked.updated_at
     return deployment
 
 
@@ -53,9 +103,11 @@ NODE_STATUS = {
 MAX_LOG_LINES_PER_MESSAGE = 1000
 
 
-def _node_deployment(*, org_id: str, node_id: str, deployment_id: str) -> Deployment:
-    """The deployment, if it runs on this node: a node can only report on its own deployments."""
-    deployment = Deployment.objects.for_org(org_id).filter(deployment_id=deployment_id, node_id=node_id).first()
+def _node_deployment(*, org_id: str, node_id: str, deployment_id: str, lock: bool = False) -> Deployment:
+    """The deployment, if it runs on this node: a node can only report on its own deployments.
+    With `lock`, read under its row lock (inside the caller's transaction)."""
+    rows = Deployment.objects.for_org(org_id).filter(deployment_id=deployment_id, node_id=node_id)
+    deployment = (rows.select_for_update() if lock else rows).first()
     if deployment is None:
         raise NotFoundError(f"deployment {deployment_id[:128]!r} is not on this node")
     return deployment
@@ -67,7 +119,6 @@ def deployment_apply_node_status(*, org_id: str, node_id: str, deployment_id: st
     status = NODE_STATUS.get(data.get("status"))  # type: ignore[arg-type]
     if status is None:
         raise ValidationFailed([f"data.status: must be one of: {', '.join(NODE_STATUS)}"])
-    deployment = _node_deployment(org_id=org_id, node_id=node_id, deployment_id=deployment_id)
     changes: dict[str, Any] = {"status": status, "is_running": status == DeploymentStatus.RUNNING}
     for key, field, limit in (
         ("containerId", "container_id", 128),
@@ -79,49 +130,15 @@ def deployment_apply_node_status(*, org_id: str, node_id: str, deployment_id: st
     if "health_status" in changes:
         changes["last_health_check"] = timezone.now()
     described = ", ".join(f"{k}={v}" for k, v in changes.items() if k in ("status", "endpoint", "health_status"))
-    updated = deployment_set_state(
-        org_id=org_id,
-        deployment_id=deployment.deployment_id,
-        changes=changes,
-        event=f"node.{status}",
-        message=f"node {node_id} reported {described}",
-        severity=EventSeverity.ERROR if status == DeploymentStatus.FAILED else EventSeverity.INFO,
-        only_if_changed=True,
-    )
-    return updated or deployment
-
-
-def deployment_set_state(
-    *,
-    org_id: str,
-    deployment_id: str,
-    changes: dict[str, Any],
-    event: str,
-    message: str,
-    severity: str = EventSeverity.INFO,
-    only_if_changed: bool = False,
-) -> Deployment | None:
-    """Change a deployment's runtime state and log why in its events, under its row lock.
-
-    The one writer of a deployment's status: the node's reports (`deployment.status`) and the
-    engine's steps both come through here. With `only_if_changed`, nothing is written (no event
-    either) when every value is already as given. Returns None when the deployment does not exist
-    (an execution may name a resource id that was never a deployment).
-    """
-    now = timezone.now()
     with transaction.atomic():
-        current = Deployment.objects.for_org(org_id).select_for_update().filter(deployment_id=deployment_id).first()
-        if current is None:
-            return None
-        changed = {k: v for k, v in changes.items() if getattr(current, k) != v}
-        if only_if_changed and not changed:
-            return current
-        if changed:
-            Deployment.objects.filter(pk=current.pk).update(**changed, updated_at=now)
-            for key, value in changed.items():
-                setattr(current, key, value)
-        deployment_record_event(deployment=current, event=event, message=message, severity=severity)
-    return current
+        return deployment_change(
+            deployment=_node_deployment(org_id=org_id, node_id=node_id, deployment_id=deployment_id, lock=True),
+            changes=changes,
+            event=f"node.{status}",
+            message=f"node {node_id} reported {described}",
+            severity=EventSeverity.ERROR if status == DeploymentStatus.FAILED else EventSeverity.INFO,
+            only_if_changed=True,
+        )
 
 
 def deployment_append_logs(*, org_id: str, node_id: str, deployment_id: str, logs: Any) -> int:

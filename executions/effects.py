@@ -12,25 +12,28 @@ from typing import Any
 
 from deployments.choices import DeploymentStatus, EventSeverity
 from deployments.services import deployment_set_state
-from executions.choices import CommandType, ExecutionStatus, ResourceType
+from executions.choices import ExecutionStatus, ResourceType
 from executions.models import Execution
 from executions.steps import StepDocument
 from models_registry.choices import ModelStatus
 from models_registry.services import model_apply_download_report
+from nodes.choices import CommandType
 
 
 def _target(step: StepDocument) -> tuple[str, str] | None:
-    command = step.get("command") or {}
-    resource = command.get("resource") or {}
-    if not isinstance(resource.get("id"), str):
+    """(command type, resource id) of the step's command, or None for a step that acts on nothing."""
+    command = step["command"]
+    resource_id = command["resource"]["id"] if command else None
+    if command is None or not isinstance(resource_id, str):
         return None
-    return command["type"], resource["id"]
+    return command["type"], resource_id
 
 
 def _model(execution: Execution, step: StepDocument, **report: Any) -> None:
     target = _target(step)
     if target and target[0] == CommandType.MODEL_DOWNLOAD:
-        model_apply_download_report(org_id=execution.owner_org_id, model_id=target[1], node_id=step["nodeId"], **report)
+        node_id = step["nodeId"] or ""  # a step with a command always has one (build_steps)
+        model_apply_download_report(org_id=execution.owner_org_id, model_id=target[1], node_id=node_id, **report)
 
 
 def _deployment(execution: Execution, step: StepDocument, command_type: str, **change: Any) -> None:
@@ -49,7 +52,8 @@ def step_progress(execution: Execution, step: StepDocument) -> None:
 
 def step_succeeded(execution: Execution, step: StepDocument) -> None:
     result: dict[str, Any] = step["result"] if isinstance(step.get("result"), dict) else {}
-    data: dict[str, Any] = (step.get("command") or {}).get("data") or {}
+    command = step["command"]
+    data: dict[str, Any] = command["data"] if command else {}
     path = result.get("downloadPath") or data.get("downloadPath") or ""
     _model(execution, step, status=ModelStatus.READY, progress=100, path=path if isinstance(path, str) else "")
     started: dict[str, Any] = {"status": DeploymentStatus.RUNNING, "is_running": True}

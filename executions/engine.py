@@ -32,22 +32,28 @@ from django.db import transaction
 from django.utils import timezone
 
 from aiwm_project.auth import Principal
-from aiwm_project.datetimes import format_datetime
+from aiwm_project.datetimes import format_datetime, parse_iso
 from aiwm_project.exceptions import ConflictError, NotFoundError
 from aiwm_project.services import lock_live
 from executions import effects
-from executions.choices import ExecutionCategory, ExecutionStatus, StepStatus
+from executions.choices import (
+    ACTIVE_STATUSES,
+    COMMAND_PRIORITY_BY_CATEGORY,
+    DONE_STEP_STATUSES,
+    RERUN_STEP_STATUSES,
+    RETRYABLE_STATUSES,
+    ExecutionStatus,
+    StepStatus,
+)
 from executions.models import Execution
 from executions.steps import StepDocument, reset_step
 from nodes import commands
-from nodes.choices import CommandStatus
+from nodes.choices import CommandPriority, CommandStatus
 from nodes.models import NodeCommand
 
 logger = logging.getLogger("aiwm.executions.engine")
 
 RUNNING = ExecutionStatus.RUNNING
-RETRYABLE = (ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT, ExecutionStatus.CANCELLED)
-DONE_STEP = (StepStatus.COMPLETED, StepStatus.SKIPPED)
 # Written by the engine only (the serializer and execution_update never touch them).
 ENGINE_FIELDS = (
     "status",
@@ -67,14 +73,6 @@ ENGINE_FIELDS = (
     "updated_at",
 )
 SWEEP_BATCH = 200
-
-
-def _iso(moment: datetime) -> str:
-    return format_datetime(moment)
-
-
-def _parse(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 def _save(execution: Execution, now: datetime, actor_id: str | None = None) -> None:
@@ -101,7 +99,7 @@ def execution_start(*, pk: str, force: bool = False, actor: Principal) -> Execut
             raise ConflictError(
                 f"Execution {execution.execution_id!r} is already running; send force=true to restart it"
             )
-        if execution.status not in (ExecutionStatus.PENDING, RUNNING):
+        if execution.status not in ACTIVE_STATUSES:
             raise ConflictError(
                 f"Execution {execution.execution_id!r} is {execution.status}; use retry to run it again"
             )
@@ -120,7 +118,7 @@ def execution_cancel(*, pk: str, reason: str = "", actor: Principal) -> Executio
     reason = reason.strip() or "Cancelled by user"
     with transaction.atomic():
         execution = lock_live(Execution, pk)
-        if execution.status not in (ExecutionStatus.PENDING, RUNNING):
+        if execution.status not in ACTIVE_STATUSES:
             raise ConflictError(
                 f"Execution {execution.execution_id!r} is {execution.status}; "
                 "only a pending or running execution can be cancelled"
@@ -141,7 +139,7 @@ def execution_retry(*, pk: str, reset_steps: bool = True, actor: Principal) -> E
     now = timezone.now()
     with transaction.atomic():
         execution = lock_live(Execution, pk)
-        if execution.status not in RETRYABLE:
+        if execution.status not in RETRYABLE_STATUSES:
             raise ConflictError(
                 f"Execution {execution.execution_id!r} is {execution.status}; "
                 "only a failed, timed-out or cancelled execution can be retried"
@@ -154,7 +152,7 @@ def execution_retry(*, pk: str, reset_steps: bool = True, actor: Principal) -> E
         again = {s["index"] for s in execution.steps} if reset_steps else _failed_and_after(execution.steps)
         execution.steps = [reset_step(s) if s["index"] in again else s for s in execution.steps]
         execution.retry_count += 1
-        execution.retry_attempts = [*execution.retry_attempts, _iso(now)]
+        execution.retry_attempts = [*execution.retry_attempts, format_datetime(now)]
         execution.error = execution.result = execution.completed_at = None
         _begin(execution, now)
         _save(execution, now, actor.user_id)
@@ -163,7 +161,7 @@ def execution_retry(*, pk: str, reset_steps: bool = True, actor: Principal) -> E
 
 def _failed_and_after(steps: list[StepDocument]) -> set[int]:
     """Failed and skipped steps and everything that depends on them, directly or not."""
-    again = {s["index"] for s in steps if s["status"] in (StepStatus.FAILED, StepStatus.SKIPPED)}
+    again = {s["index"] for s in steps if s["status"] in RERUN_STEP_STATUSES}
     grew = True
     while grew:
         after = {s["index"] for s in steps if s["index"] not in again and again.intersection(s["dependsOn"])}
@@ -221,17 +219,19 @@ def _advance(execution: Execution, step: StepDocument, command: NodeCommand, mes
     if command.status == CommandStatus.SUCCEEDED:
         execution.received_message_ids = [*execution.received_message_ids, message_id]
         step.update(
-            status=StepStatus.COMPLETED,
-            progress=100,
-            completedAt=_iso(now),
-            result=command.result,
-            receivedMessageId=message_id,
+            {
+                "status": StepStatus.COMPLETED,
+                "progress": 100,
+                "completedAt": format_datetime(now),
+                "result": command.result,
+                "receivedMessageId": message_id,
+            }
         )
         effects.step_succeeded(execution, step)
         _dispatch_ready(execution, now)
     elif command.status == CommandStatus.FAILED:
         execution.received_message_ids = [*execution.received_message_ids, message_id]
-        step.update(progress=int(command.progress), receivedMessageId=message_id)
+        step.update({"progress": int(command.progress), "receivedMessageId": message_id})
         _step_failed(execution, step, now, command.error or {"code": "UNKNOWN", "message": ""})
         _dispatch_ready(execution, now)
     else:  # a progress report
@@ -302,10 +302,10 @@ def executions_sweep(*, now: datetime | None = None) -> int:
 
 
 def _step_deadline(step: StepDocument) -> datetime | None:
-    started = _parse(step.get("startedAt"))
-    if step["status"] != StepStatus.RUNNING or started is None or not step.get("timeoutSeconds"):
+    started, limit = parse_iso(step["startedAt"]), step["timeoutSeconds"]
+    if step["status"] != StepStatus.RUNNING or started is None or not limit:
         return None
-    return started + timedelta(seconds=step["timeoutSeconds"])
+    return started + timedelta(seconds=limit)
 
 
 def _apply_deadlines(execution: Execution, now: datetime) -> None:
@@ -332,7 +332,7 @@ def _dispatch_ready(execution: Execution, now: datetime) -> None:
     """Send every step whose dependencies are all completed or skipped; repeat while steps without
     a command (which complete at once) make more steps ready."""
     while execution.status == RUNNING:
-        done = {s["index"] for s in execution.steps if s["status"] in DONE_STEP}
+        done = {s["index"] for s in execution.steps if s["status"] in DONE_STEP_STATUSES}
         ready = [s for s in execution.steps if s["status"] == StepStatus.PENDING and done.issuperset(s["dependsOn"])]
         if not ready:
             return
@@ -342,24 +342,25 @@ def _dispatch_ready(execution: Execution, now: datetime) -> None:
 
 
 def _dispatch(execution: Execution, step: StepDocument, now: datetime) -> None:
-    step.update(status=StepStatus.RUNNING, startedAt=_iso(now), progress=0)
+    step.update({"status": StepStatus.RUNNING, "startedAt": format_datetime(now), "progress": 0})
     command = step.get("command")
     if not command:  # a marker step: nothing for a node to do
-        step.update(status=StepStatus.COMPLETED, progress=100, completedAt=_iso(now))
+        step.update({"status": StepStatus.COMPLETED, "progress": 100, "completedAt": format_datetime(now)})
         return
-    timeout = step.get("timeoutSeconds") or execution.timeout_seconds
+    timeout = step["timeoutSeconds"] or execution.timeout_seconds
     try:
         sent = commands.send_command(
             org_id=execution.owner_org_id,
-            node_id=step["nodeId"],
+            # Never empty: build_steps refuses a step that has a command but no node.
+            node_id=step["nodeId"] or "",
             type=command["type"],
-            resource=command["resource"],
+            resource=dict(command["resource"]),
             data=command["data"],
             metadata={
                 "executionId": execution.execution_id,
                 "stepIndex": step["index"],
                 "timeout": timeout,
-                "priority": "high" if execution.category == ExecutionCategory.DEPLOYMENT else "normal",
+                "priority": COMMAND_PRIORITY_BY_CATEGORY.get(execution.category, CommandPriority.NORMAL),
             },
             actor_id=execution.updated_by,
         )
@@ -376,7 +377,11 @@ def _step_failed(
 ) -> None:
     """A failed optional step is skipped (its error kept) and the run goes on; a required one ends it."""
     step.update(
-        status=StepStatus.SKIPPED if step["optional"] else StepStatus.FAILED, error=error, completedAt=_iso(now)
+        {
+            "status": StepStatus.SKIPPED if step["optional"] else StepStatus.FAILED,
+            "error": error,
+            "completedAt": format_datetime(now),
+        }
     )
     effects.step_failed(execution, step)
     if step["optional"]:
@@ -399,9 +404,16 @@ def _finish(execution: Execution, status: str, now: datetime, *, error: dict[str
 def _withdraw_running_steps(execution: Execution, *, reason: str) -> None:
     now = timezone.now()
     for step in _running(execution.steps):
-        if step.get("sentMessageId"):
-            commands.command_withdraw(message_id=step["sentMessageId"], reason=reason)
-        step.update(status=StepStatus.FAILED, completedAt=_iso(now), error={"code": "CANCELLED", "message": reason})
+        sent = step["sentMessageId"]
+        if sent:
+            commands.command_withdraw(message_id=sent, reason=reason)
+        step.update(
+            {
+                "status": StepStatus.FAILED,
+                "completedAt": format_datetime(now),
+                "error": {"code": "CANCELLED", "message": reason},
+            }
+        )
         effects.step_failed(execution, step)  # e.g. a withdrawn download leaves its model in error, not downloading
 
 
@@ -412,7 +424,7 @@ def _running(steps: Iterable[StepDocument]) -> list[StepDocument]:
 def _settle(execution: Execution, now: datetime) -> None:
     """Derived state: completion, progress, the execution's result and the sweep's next look."""
     steps = execution.steps
-    if execution.status == RUNNING and all(s["status"] in DONE_STEP for s in steps):
+    if execution.status == RUNNING and all(s["status"] in DONE_STEP_STATUSES for s in steps):
         execution.status = ExecutionStatus.COMPLETED
         execution.completed_at = now
         execution.result = {"steps": {str(s["index"]): s["result"] for s in steps if s.get("result") is not None}}
@@ -420,9 +432,9 @@ def _settle(execution: Execution, now: datetime) -> None:
     if execution.status == ExecutionStatus.COMPLETED:
         execution.progress = 100
     elif steps:
-        execution.progress = sum(100 if s["status"] in DONE_STEP else int(s["progress"] or 0) for s in steps) // len(
-            steps
-        )
+        execution.progress = sum(
+            100 if s["status"] in DONE_STEP_STATUSES else int(s["progress"] or 0) for s in steps
+        ) // len(steps)
     if execution.status != RUNNING:
         execution.next_check_at = None
         return

@@ -9,7 +9,7 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from aiwm_project.api.serializers import EntitySerializer, StrictBooleanField, StrictCharField, StrictIntegerField
-from executions.choices import CommandType, StepStatus
+from executions.choices import STEP_COMMAND_TYPES, StepStatus
 from executions.models import MAX_RETRIES_LIMIT, MAX_STEPS, MAX_TIMEOUT_SECONDS, Execution
 from executions.steps import command_type_problem
 
@@ -51,7 +51,7 @@ class CommandResourceSerializer(serializers.Serializer):
 
 
 class StepCommandSerializer(serializers.Serializer):
-    type = CommandTypeField(choices=CommandType.choices)
+    type = CommandTypeField(choices=[(t.value, t.label) for t in STEP_COMMAND_TYPES])
     resource = CommandResourceSerializer()
     # The name shadows Serializer.data only in the class body: DRF moves declared fields out of it.
     data = serializers.DictField(required=False, default=dict)  # type: ignore[assignment]

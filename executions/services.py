@@ -1,7 +1,7 @@
-"""Execution writes: create with step validation, the updates a client may make, soft delete.
+"""Execution writes a client makes: create with step validation, the updates it may make, soft delete.
 
-The engine (start, cancel, retry, step results) builds on these in a later issue; nothing here
-sends anything to a node.
+Nothing here sends anything to a node: running an execution (start, cancel, retry, step results,
+timeouts) is the engine's (`executions.engine`), which creates its workflows through `execution_create`.
 """
 
 from __future__ import annotations
@@ -45,8 +45,7 @@ UPDATABLE_ANY_TIME = ("name", "description")
 # The workflow's definition: the engine reads it when it starts, so it is frozen from then on.
 UPDATABLE_WHILE_PENDING = ("timeout_seconds", "max_retries", "steps")
 # Identity and classification: URLs, node commands, statistics and resource lookups rely on them.
-# Optional values where "" means "not set"; stored as null so filters and references see one form.
-OPTIONAL_VALUES = ("parent_execution_id", "resource_type", "resource_id", "node_id")
+# (A blank optional value arrives as None: the serializer stores "" as NULL, see `blank_is_null`.)
 FIXED_AFTER_CREATE = (
     "execution_id",
     "category",
@@ -92,8 +91,6 @@ def execution_create(*, model: type[Execution] = Execution, data: Mapping[str, A
     """
     _check_fields(data, CREATE_FIELDS)
     fields = dict(data)
-    for field in OPTIONAL_VALUES:
-        fields[field] = fields.get(field) or None
     # The contract describes executionId as a UUID: generated when the caller does not choose one.
     fields["execution_id"] = fields.get("execution_id") or str(uuid.uuid4())
     definitions = list(fields.pop("steps", None) or [])
@@ -137,11 +134,10 @@ def execution_update(*, instance: Execution, data: Mapping[str, Any], actor: Pri
     accepted, so a GET body can be sent back). Sends nothing.
     """
     _check_fields(data, set(UPDATABLE_ANY_TIME) | set(UPDATABLE_WHILE_PENDING) | set(FIXED_AFTER_CREATE))
-    sent = {field: (data[field] or None) if field in OPTIONAL_VALUES else data[field] for field in data}
     problems = [
         f"{camelize(field)}: cannot be changed after the execution is created"
         for field in FIXED_AFTER_CREATE
-        if field in sent and sent[field] != getattr(instance, field)
+        if field in data and data[field] != getattr(instance, field)
     ]
     changes: dict[str, Any] = {field: data[field] for field in UPDATABLE_ANY_TIME if field in data}
     definition: dict[str, Any] = {

@@ -7,12 +7,65 @@ contract's camelCase keys, because `steps` is returned to clients exactly as sto
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TypeGuard
+from typing import Any, NotRequired, TypedDict, TypeGuard
 
-from executions.choices import COMMAND_RESOURCE_TYPE, COMMAND_TYPE_HINTS, CommandType, StepStatus
+from executions.choices import COMMAND_RESOURCE_TYPE, COMMAND_TYPE_HINTS, STEP_COMMAND_TYPES, StepStatus
 from executions.models import MAX_STEPS, MAX_TIMEOUT_SECONDS
 
-StepDocument = dict[str, Any]
+
+class CommandResource(TypedDict):
+    type: str | None
+    id: str | None
+
+
+class StepCommand(TypedDict):
+    """What a step sends to its node: a node protocol command (`model.download`, `deployment.*`)."""
+
+    type: str
+    resource: CommandResource
+    data: dict[str, Any]
+
+
+class StepError(TypedDict):
+    code: str
+    message: str
+    details: NotRequired[Any]
+
+
+class StepDefinition(TypedDict):
+    """A step as a client (or a workflow builder) defines it: the input of `build_steps`."""
+
+    index: int
+    name: str
+    description: NotRequired[str | None]
+    command: NotRequired[StepCommand | None]
+    nodeId: NotRequired[str | None]
+    timeoutSeconds: NotRequired[int | None]
+    dependsOn: list[int]
+    optional: NotRequired[bool]
+
+
+class StepDocument(TypedDict):
+    """A step as stored in `Execution.steps` and returned to clients: its definition plus the run
+    state the engine writes (status, progress, times, result, error, the command it waits for)."""
+
+    index: int
+    name: str
+    description: str | None
+    status: str
+    progress: int
+    command: StepCommand | None
+    nodeId: str | None
+    startedAt: str | None
+    completedAt: str | None
+    timeoutSeconds: int | None
+    result: Any
+    error: StepError | dict[str, Any] | None
+    sentMessageId: str | None
+    receivedMessageId: str | None
+    dependsOn: list[int]
+    optional: bool
+
 
 # What a client defines; everything else in a step document is run state written by the engine.
 DEFINITION_KEYS = ("index", "name", "description", "command", "nodeId", "timeoutSeconds", "dependsOn", "optional")
@@ -21,11 +74,11 @@ MAX_REPORTED_CYCLES = 5
 
 def command_type_problem(value: Any) -> str | None:
     """Why `value` is not a command a step can send, or None when it is one."""
-    if value in CommandType.values:
+    if value in STEP_COMMAND_TYPES:
         return None
     if value in COMMAND_TYPE_HINTS:
         return f"{value!r} is not a node command; use {COMMAND_TYPE_HINTS[value]}"
-    return f"{str(value)[:64]!r} is not one of: {', '.join(CommandType.values)}"
+    return f"{str(value)[:64]!r} is not one of: {', '.join(STEP_COMMAND_TYPES)}"
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -34,13 +87,14 @@ def _is_int(value: Any) -> TypeGuard[int]:
 
 def new_step_document(definition: Mapping[str, Any], *, default_node_id: str | None) -> StepDocument:
     """A step as stored at create: the client's definition, run state reset (pending, progress 0)."""
-    command = definition.get("command")
-    if command:
-        resource = command.get("resource") or {}
+    sent = definition.get("command")
+    command: StepCommand | None = None
+    if sent:
+        resource = sent.get("resource") or {}
         command = {
-            "type": command["type"],
+            "type": sent["type"],
             "resource": {"type": resource.get("type"), "id": resource.get("id")},
-            "data": dict(command.get("data") or {}),
+            "data": dict(sent.get("data") or {}),
         }
     return {
         "index": definition["index"],
@@ -48,7 +102,7 @@ def new_step_document(definition: Mapping[str, Any], *, default_node_id: str | N
         "description": definition.get("description"),
         "status": StepStatus.PENDING.value,
         "progress": 0,
-        "command": command or None,
+        "command": command,
         "nodeId": definition.get("nodeId") or default_node_id,
         "startedAt": None,
         "completedAt": None,

@@ -16,12 +16,14 @@ from aiwm_project.exceptions import ConflictError, ValidationFailed
 from aiwm_project.services import lock_live
 from deployments.choices import DeploymentStatus, HardwareProfile
 from deployments.models import Deployment
-from deployments.services import deployment_set_state
-from executions.choices import CommandType, ExecutionCategory, ExecutionStatus, ExecutionType, ResourceType
+from deployments.services import deployment_change
+from executions.choices import ACTIVE_STATUSES, ExecutionCategory, ExecutionStatus, ExecutionType, ResourceType
 from executions.engine import execution_cancel, execution_start
 from executions.models import Execution
 from executions.services import execution_create
+from executions.steps import StepDefinition
 from models_registry.models import AIModel
+from nodes.choices import CommandType
 from nodes.models import Node
 
 # Step time limits (seconds). A download is bounded by the model's size; a week is the engine's cap.
@@ -29,13 +31,12 @@ DOWNLOAD_TIMEOUT_SECONDS = 6 * 3600
 START_TIMEOUT_SECONDS = 600
 STOP_MARGIN_SECONDS = 60  # on top of the graceful shutdown the node is given
 DEFAULT_CONTAINER_PORT = 8080
-ACTIVE = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING)
 
 
 def _active_execution(org_id: str, resource_type: str, resource_id: str) -> Execution | None:
     return (
         Execution.objects.for_org(org_id)
-        .filter(resource_type=resource_type, resource_id=resource_id, status__in=ACTIVE)
+        .filter(resource_type=resource_type, resource_id=resource_id, status__in=ACTIVE_STATUSES)
         .order_by("-created_at")
         .first()
     )
@@ -54,7 +55,7 @@ def _gpu_devices(node: Node, profile: str) -> list[str]:
     return devices if profile == HardwareProfile.MULTI_GPU else devices[:1]
 
 
-def _download_step(model: AIModel, *, index: int, node_id: str) -> dict[str, Any]:
+def _download_step(model: AIModel, *, index: int, node_id: str) -> StepDefinition:
     return {
         "index": index,
         "name": "Download model files",
@@ -90,7 +91,7 @@ def deployment_start(*, deployment: Deployment, actor: Principal) -> tuple[Deplo
             raise ValidationFailed(
                 [f"deployment {deployment.deployment_id!r} names a model or node that no longer exists"]
             )
-        steps = []
+        steps: list[StepDefinition] = []
         if not (model.is_downloaded and model.node_id == node.node_id):
             steps.append(_download_step(model, index=0, node_id=node.node_id))
         data = {
@@ -116,9 +117,7 @@ def deployment_start(*, deployment: Deployment, actor: Principal) -> tuple[Deplo
             }
         )
         execution_id = str(uuid.uuid4())
-        deployment = _requested(
-            deployment, execution_id, "start", {"status": DeploymentStatus.PENDING, "is_running": False}
-        )
+        _requested(deployment, execution_id, "start", {"status": DeploymentStatus.PENDING, "is_running": False})
         execution = _create_and_start(
             actor,
             execution_id=execution_id,
@@ -130,8 +129,7 @@ def deployment_start(*, deployment: Deployment, actor: Principal) -> tuple[Deplo
             node_id=node.node_id,
             steps=steps,
         )
-        deployment.refresh_from_db()
-    return deployment, execution
+    return _as_left_by(execution, deployment), execution
 
 
 def deployment_stop(
@@ -151,7 +149,9 @@ def deployment_stop(
             )
         if active is not None:
             execution_cancel(pk=active.pk, reason="superseded by a stop request", actor=actor)
-        step = {
+            # The cancelled run's ending wrote to the deployment (an event): read it again, still locked.
+            deployment = lock_live(Deployment, deployment.pk)
+        step: StepDefinition = {
             "index": 0,
             "name": "Stop container",
             "command": {
@@ -165,7 +165,7 @@ def deployment_stop(
             "optional": False,
         }
         execution_id = str(uuid.uuid4())
-        deployment = _requested(deployment, execution_id, "stop", {})
+        _requested(deployment, execution_id, "stop", {})
         execution = _create_and_start(
             actor,
             execution_id=execution_id,
@@ -177,8 +177,7 @@ def deployment_stop(
             node_id=deployment.node_id,
             steps=[step],
         )
-        deployment.refresh_from_db()
-    return deployment, execution
+    return _as_left_by(execution, deployment), execution
 
 
 def model_download(*, model: AIModel, actor: Principal) -> tuple[AIModel, Execution]:
@@ -208,19 +207,26 @@ def model_download(*, model: AIModel, actor: Principal) -> tuple[AIModel, Execut
     return locked, execution
 
 
-def _create_and_start(actor: Principal, *, steps: list[dict[str, Any]], **fields: Any) -> Execution:
+def _create_and_start(actor: Principal, *, steps: list[StepDefinition], **fields: Any) -> Execution:
     """Create and start the execution; its timeout is the sum of its steps' (they run in sequence at worst)."""
-    timeout_seconds = sum(step["timeoutSeconds"] for step in steps)
+    timeout_seconds = sum(step.get("timeoutSeconds") or 0 for step in steps)
     execution = execution_create(data={**fields, "steps": steps, "timeout_seconds": timeout_seconds}, actor=actor)
     return execution_start(pk=execution.pk, actor=actor)
 
 
-def _requested(deployment: Deployment, execution_id: str, verb: str, changes: dict[str, Any]) -> Deployment:
-    updated = deployment_set_state(
-        org_id=deployment.owner_org_id,
-        deployment_id=deployment.deployment_id,
+def _as_left_by(execution: Execution, deployment: Deployment) -> Deployment:
+    """The deployment as its just-started workflow left it: as this request wrote it, unless the run
+    ended at once (its node vanished meanwhile), when the engine's ending rewrote the row."""
+    if execution.status != ExecutionStatus.RUNNING:
+        deployment.refresh_from_db()
+    return deployment
+
+
+def _requested(deployment: Deployment, execution_id: str, verb: str, changes: dict[str, Any]) -> None:
+    """Record the request on the deployment (held locked by the caller), with the state it puts it in."""
+    deployment_change(
+        deployment=deployment,
         changes=changes,
         event=f"{verb}.requested",
         message=f"{verb} requested: execution {execution_id}",
     )
-    return updated or deployment

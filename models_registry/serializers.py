@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from rest_framework import serializers
-
-from aiwm_project.api.serializers import EntitySerializer
+from aiwm_project.api.serializers import EntitySerializer, string_list
 from models_registry.models import AIModel
-
-TAG_MAX_LENGTH = 64
-MAX_TAGS = 50
 
 
 class AIModelSerializer(EntitySerializer):
-    tags = serializers.ListField(
-        child=serializers.CharField(max_length=TAG_MAX_LENGTH), required=False, max_length=MAX_TAGS
-    )
+    tags = string_list()
 
     class Meta:
         model = AIModel
@@ -48,9 +39,3 @@ class AIModelSerializer(EntitySerializer):
             "total_tokens": {"min_value": 0},
             "total_processing_time": {"min_value": 0},
         }
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        # "" and null both mean "not placed on a node"; store one of them.
-        if attrs.get("node_id") == "":
-            attrs["node_id"] = None
-        return attrs

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 
 from aiwm_project.api.schema import entity_schema_view
 from aiwm_project.api.viewsets import EntityViewSet
+from executions.workflows import model_download
 from models_registry.models import AIModel
 from models_registry.serializers import AIModelSerializer
 
@@ -97,7 +98,5 @@ class AIModelViewSet(EntityViewSet):
     )
     @action(detail=True, methods=["post"], url_path="download", required_right="update")
     def download(self, request: Request, id: str | None = None) -> Response:
-        from executions.workflows import model_download  # executions builds on the registry, not the reverse
-
         model, execution = model_download(model=self.get_object(), actor=self.actor)
         return self.workflow_response("Model download started", "model", model, execution.execution_id)

@@ -25,6 +25,14 @@ class CommandType(models.TextChoices):
     COMMAND_CANCEL = "command.cancel"
 
 
+class CommandPriority(models.TextChoices):
+    """`metadata.priority` of a server -> node command: the order a daemon works through its queue."""
+
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+
 class CommandStatus(models.TextChoices):
     QUEUED = "queued"  # stored; the node was not connected (or not yet told)
     SENT = "sent"  # handed to the transport; no command.ack yet
@@ -37,4 +45,9 @@ class CommandStatus(models.TextChoices):
     )
 
 
+# Not answered yet: a result may still move it.
 OPEN_COMMAND_STATUSES = (CommandStatus.QUEUED, CommandStatus.SENT, CommandStatus.ACKNOWLEDGED)
+# Not acknowledged yet: re-sent in the next register.ack's pendingCommands.
+UNACKNOWLEDGED_COMMAND_STATUSES = (CommandStatus.QUEUED, CommandStatus.SENT)
+# Handed to the node: withdrawing it needs a command.cancel.
+DELIVERED_COMMAND_STATUSES = (CommandStatus.SENT, CommandStatus.ACKNOWLEDGED)

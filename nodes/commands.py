@@ -21,7 +21,14 @@ from django.utils import timezone
 from aiwm_project import node_bus
 from aiwm_project.datetimes import format_datetime
 from aiwm_project.exceptions import NotFoundError, ValidationFailed
-from nodes.choices import OPEN_COMMAND_STATUSES, CommandStatus, CommandType
+from nodes.choices import (
+    DELIVERED_COMMAND_STATUSES,
+    OPEN_COMMAND_STATUSES,
+    UNACKNOWLEDGED_COMMAND_STATUSES,
+    CommandPriority,
+    CommandStatus,
+    CommandType,
+)
 from nodes.models import Node, NodeCommand
 
 logger = logging.getLogger("aiwm.nodes.commands")
@@ -32,7 +39,6 @@ MAX_PENDING_ON_REGISTER = 100
 # by a crash between commit and delivery.
 QUEUED_GRACE_SECONDS = 5
 REDELIVER_BATCH = 500
-PRIORITIES = ("low", "normal", "high")
 
 
 def command_envelope(command: NodeCommand) -> dict[str, Any]:
@@ -62,9 +68,9 @@ def send_command(
     if type not in CommandType.values:
         raise ValidationFailed([f"type: {type!r} is not one of: {', '.join(CommandType.values)}"])
     metadata = dict(metadata or {})
-    metadata.setdefault("priority", "normal")
-    if metadata["priority"] not in PRIORITIES:
-        raise ValidationFailed([f"metadata.priority: must be one of: {', '.join(PRIORITIES)}"])
+    metadata.setdefault("priority", CommandPriority.NORMAL.value)
+    if metadata["priority"] not in CommandPriority.values:
+        raise ValidationFailed([f"metadata.priority: must be one of: {', '.join(CommandPriority.values)}"])
     if not Node.objects.for_org(org_id).filter(node_id=node_id).exists():
         raise NotFoundError(f"Node with ID {node_id} not found")
     command = NodeCommand.objects.create(
@@ -125,7 +131,7 @@ def commands_pending_for(*, org_id: str, node_id: str) -> list[dict[str, Any]]:
     with transaction.atomic():
         rows = list(
             NodeCommand.objects.select_for_update()
-            .filter(owner_org_id=org_id, node_id=node_id, status__in=[CommandStatus.QUEUED, CommandStatus.SENT])
+            .filter(owner_org_id=org_id, node_id=node_id, status__in=UNACKNOWLEDGED_COMMAND_STATUSES)
             .order_by("created_at")[:MAX_PENDING_ON_REGISTER]
         )
         if rows:
@@ -171,9 +177,7 @@ def command_acknowledged(*, org_id: str, node_id: str, original_message_id: Any,
     command = command_answered(org_id=org_id, node_id=node_id, original_message_id=original_message_id)
     now = timezone.now()
     changes = {"status": CommandStatus.ACKNOWLEDGED, "acknowledged_at": now, "updated_at": now}
-    changed = NodeCommand.objects.filter(pk=command.pk, status__in=[CommandStatus.QUEUED, CommandStatus.SENT]).update(
-        **changes
-    )
+    changed = NodeCommand.objects.filter(pk=command.pk, status__in=UNACKNOWLEDGED_COMMAND_STATUSES).update(**changes)
     if not changed:
         logger.info("command.ack %s for command %s ignored: not waiting for one", message_id, command.message_id)
     return _applied(command, changes, changed)
@@ -200,7 +204,7 @@ def command_apply_result(*, command: NodeCommand, data: dict[str, Any], message_
     elif outcome == "error":
         changes.update(status=CommandStatus.FAILED, completed_at=now)
         changes["error"] = node_error(data.get("error"))
-    changed = NodeCommand.objects.filter(pk=command.pk, status__in=list(OPEN_COMMAND_STATUSES)).update(**changes)
+    changed = NodeCommand.objects.filter(pk=command.pk, status__in=OPEN_COMMAND_STATUSES).update(**changes)
     _applied(command, changes, changed)
     if not changed:
         logger.info("command.result %s for %s command %s ignored", message_id, command.status, command.message_id)
@@ -234,12 +238,12 @@ def command_withdraw(*, message_id: str, reason: str, status: str = CommandStatu
         # another process's on_commit) cannot slip between "had it reached the node?" and the close.
         command = (
             NodeCommand.objects.select_for_update()
-            .filter(message_id=message_id, status__in=list(OPEN_COMMAND_STATUSES))
+            .filter(message_id=message_id, status__in=OPEN_COMMAND_STATUSES)
             .first()
         )
         if command is None:
             return None
-        was_sent = command.status in (CommandStatus.SENT, CommandStatus.ACKNOWLEDGED)
+        was_sent = command.status in DELIVERED_COMMAND_STATUSES
         NodeCommand.objects.filter(pk=command.pk).update(
             status=status, completed_at=now, updated_at=now, error={"code": status.upper(), "message": reason[:1000]}
         )
@@ -252,7 +256,7 @@ def command_withdraw(*, message_id: str, reason: str, status: str = CommandStatu
         type=CommandType.COMMAND_CANCEL,
         resource={"type": "command", "id": command.message_id},
         data={"originalMessageId": command.message_id, "reason": reason[:1000]},
-        metadata={**metadata, "priority": "high"},
+        metadata={**metadata, "priority": CommandPriority.HIGH.value},
         actor_id=command.created_by,
     )
 

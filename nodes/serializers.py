@@ -8,8 +8,7 @@ from rest_framework import serializers
 
 from aiwm_project.api.serializers import EntitySerializer, IsoDateTimeField, NestedObjectSerializer, choice_field
 from aiwm_project.datetimes import format_datetime
-from nodes.choices import CommandStatus, CommandType, NodeRole
-from nodes.commands import PRIORITIES
+from nodes.choices import CommandPriority, CommandStatus, CommandType, NodeRole
 from nodes.models import Node
 
 
@@ -84,7 +83,7 @@ class CommandMetadataSerializer(serializers.Serializer):
     executionId = serializers.CharField(max_length=128, required=False)
     stepIndex = serializers.IntegerField(min_value=0, max_value=10_000, required=False)
     timeout = serializers.IntegerField(min_value=1, max_value=7 * 86400, required=False)
-    priority = choice_field([(p, p) for p in PRIORITIES], required=False)
+    priority = choice_field(CommandPriority.choices, required=False)
 
 
 class SendCommandSerializer(serializers.Serializer):

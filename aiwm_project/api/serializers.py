@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
@@ -34,21 +35,23 @@ def choice_field(choices: Any, **kwargs: Any) -> serializers.ChoiceField:
     )
 
 
+# Tags (and other short labels: capabilities, permissions) on every entity that has them.
+TAG_MAX_LENGTH = 64
+MAX_TAGS = 50
+
+
+def string_list(*, max_items: int = MAX_TAGS, max_length: int = TAG_MAX_LENGTH) -> serializers.ListField:
+    """An optional list of strings, bounded in count and length (tags by default)."""
+    return serializers.ListField(
+        child=serializers.CharField(max_length=max_length), required=False, max_length=max_items
+    )
+
+
 class IsoDateTimeField(serializers.DateTimeField):
     def to_representation(self, value: datetime) -> str:
         return format_datetime(value)
 
 
-@extend_schema_field(
-    inline_serializer(
-        "Owner",
-        {
-            "orgId": serializers.CharField(),
-            "userId": serializers.CharField(),
-            "groupId": serializers.CharField(),
-        },
-    )
-)
 class StrictBooleanField(serializers.BooleanField):
     """A JSON boolean only: "yes", 1 and "false" are errors, not a guess about a restart or a reset."""
 
@@ -76,6 +79,16 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field(
+    inline_serializer(
+        "Owner",
+        {
+            "orgId": serializers.CharField(),
+            "userId": serializers.CharField(),
+            "groupId": serializers.CharField(),
+        },
+    )
+)
 class OwnerField(serializers.Field):
     def __init__(self, **kwargs: Any):
         super().__init__(source="*", read_only=True, **kwargs)
@@ -207,4 +220,18 @@ class EntitySerializer(serializers.ModelSerializer):
             sent = [name for name in (*PROTECTED_FIELDS, *self.server_fields) if name in data]
             if sent:
                 raise serializers.ValidationError({name: [SERVER_SET_MESSAGE] for name in sent})
-        return super().to_internal_value(data)
+        return blank_is_null(self.Meta.model, super().to_internal_value(data))
+
+
+def blank_is_null(model: type[models.Model], attrs: dict[str, Any]) -> dict[str, Any]:
+    """ "" and null both mean "not set" for an optional text column (a reference such as `nodeId`,
+    an execution's `resourceType`): store NULL, so filters and reference checks see one form."""
+    for name, value in attrs.items():
+        if value == "":
+            try:
+                field = model._meta.get_field(name)
+            except FieldDoesNotExist:
+                continue
+            if isinstance(field, models.CharField) and field.null:
+                attrs[name] = None
+    return attrs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.db import connection
@@ -36,8 +37,6 @@ def check_database() -> str | None:
 
 
 def check_redis() -> str | None:
-    import redis
-
     try:
         client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
         try:
