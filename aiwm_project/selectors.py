@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.apps import apps
@@ -22,6 +23,15 @@ def find_by_identifier(queryset: QuerySet, identifier: str) -> Any | None:
         if match.pk == identifier:
             return match
     return matches[0] if matches else None
+
+
+def in_time_range(queryset: QuerySet, field: str, start: datetime | None, end: datetime | None) -> QuerySet:
+    """Rows whose `field` is in [start, end]; an end that is None is open."""
+    if start:
+        queryset = queryset.filter(**{f"{field}__gte": start})
+    if end:
+        queryset = queryset.filter(**{f"{field}__lte": end})
+    return queryset
 
 
 def is_valid_identifier(identifier: str) -> bool:

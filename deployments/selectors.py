@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.db.models import QuerySet
 
+from aiwm_project.selectors import in_time_range
 from deployments.models import Deployment, DeploymentLog
 
 
@@ -14,8 +15,6 @@ def deployment_logs(
 ) -> QuerySet[DeploymentLog]:
     """The deployment's log lines at or after `since` and of `level` (when given), oldest first."""
     lines = DeploymentLog.objects.for_org(deployment.owner_org_id).filter(deployment_id=deployment.deployment_id)
-    if since:
-        lines = lines.filter(timestamp__gte=since)
     if level:
         lines = lines.filter(level=level)
-    return lines.order_by("timestamp", "id")
+    return in_time_range(lines, "timestamp", since, None).order_by("timestamp", "id")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from django.db import transaction
 from django.utils import timezone
@@ -12,6 +12,16 @@ from aiwm_project.exceptions import NotFoundError, ValidationFailed
 from aiwm_project.services import lock_live
 from deployments.choices import DeploymentStatus, EventSeverity, LogLevel
 from deployments.models import MAX_EVENTS, Deployment, DeploymentLog
+
+
+class StateChange(TypedDict):
+    """What `deployment_change` is given, for the callers that name the deployment another way."""
+
+    changes: dict[str, Any]
+    event: str
+    message: str
+    severity: NotRequired[str]
+    only_if_changed: NotRequired[bool]
 
 
 def deployment_change(
@@ -47,16 +57,7 @@ def deployment_change(
     return deployment
 
 
-def deployment_set_state(
-    *,
-    org_id: str,
-    deployment_id: str,
-    changes: dict[str, Any],
-    event: str,
-    message: str,
-    severity: str = EventSeverity.INFO,
-    only_if_changed: bool = False,
-) -> Deployment | None:
+def deployment_set_state(*, org_id: str, deployment_id: str, **change: Unpack[StateChange]) -> Deployment | None:
     """`deployment_change` on the deployment named by its business id, taking its row lock.
 
     Returns None when the deployment does not exist (an execution may name a resource id that
@@ -66,14 +67,7 @@ def deployment_set_state(
         current = Deployment.objects.for_org(org_id).select_for_update().filter(deployment_id=deployment_id).first()
         if current is None:
             return None
-        return deployment_change(
-            deployment=current,
-            changes=changes,
-            event=event,
-            message=message,
-            severity=severity,
-            only_if_changed=only_if_changed,
-        )
+        return deployment_change(deployment=current, **change)
 
 
 def deployment_record_event(

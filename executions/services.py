@@ -22,24 +22,6 @@ from executions.models import Execution
 from executions.steps import build_steps, involved_node_ids, step_definition
 from nodes.models import Node
 
-# What a client defines at create. Status, progress, timing, result, error, message tracking and
-# retry bookkeeping are the engine's.
-CREATE_FIELDS = frozenset(
-    {
-        "execution_id",
-        "name",
-        "description",
-        "category",
-        "type",
-        "parent_execution_id",
-        "resource_type",
-        "resource_id",
-        "node_id",
-        "timeout_seconds",
-        "max_retries",
-        "steps",
-    }
-)
 # Labels: harmless to change at any time.
 UPDATABLE_ANY_TIME = ("name", "description")
 # The workflow's definition: the engine reads it when it starts, so it is frozen from then on.
@@ -55,9 +37,13 @@ FIXED_AFTER_CREATE = (
     "resource_id",
     "node_id",
 )
+# What a client defines (at create; an update may send them all, which of them it may change is
+# decided above). Status, progress, timing, result, error, message tracking and retry bookkeeping
+# are the engine's.
+CLIENT_FIELDS = frozenset({*UPDATABLE_ANY_TIME, *UPDATABLE_WHILE_PENDING, *FIXED_AFTER_CREATE})
 
 
-def _check_fields(data: Mapping[str, Any], allowed: frozenset[str] | set[str]) -> None:
+def _check_fields(data: Mapping[str, Any], allowed: frozenset[str]) -> None:
     unexpected = set(data) - allowed
     if unexpected:
         # A programming error in the caller (the serializer never passes these), not bad input.
@@ -89,7 +75,7 @@ def execution_create(*, model: type[Execution] = Execution, data: Mapping[str, A
     caller sent. With a `parent_execution_id`, the parent's row is locked (SELECT FOR UPDATE) to
     append this execution to its `child_execution_ids`. Sends nothing: the engine starts it.
     """
-    _check_fields(data, CREATE_FIELDS)
+    _check_fields(data, CLIENT_FIELDS)
     fields = dict(data)
     # The contract describes executionId as a UUID: generated when the caller does not choose one.
     fields["execution_id"] = fields.get("execution_id") or str(uuid.uuid4())
@@ -133,7 +119,7 @@ def execution_update(*, instance: Execution, data: Mapping[str, Any], actor: Pri
     classification fields are fixed (400 when sent with a different value; the same value is
     accepted, so a GET body can be sent back). Sends nothing.
     """
-    _check_fields(data, set(UPDATABLE_ANY_TIME) | set(UPDATABLE_WHILE_PENDING) | set(FIXED_AFTER_CREATE))
+    _check_fields(data, CLIENT_FIELDS)
     problems = [
         f"{camelize(field)}: cannot be changed after the execution is created"
         for field in FIXED_AFTER_CREATE

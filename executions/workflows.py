@@ -116,20 +116,15 @@ def deployment_start(*, deployment: Deployment, actor: Principal) -> tuple[Deplo
                 "optional": False,
             }
         )
-        execution_id = str(uuid.uuid4())
-        _requested(deployment, execution_id, "start", {"status": DeploymentStatus.PENDING, "is_running": False})
-        execution = _create_and_start(
+        return _run_on_deployment(
             actor,
-            execution_id=execution_id,
-            name=f"Deploy {model.name} ({deployment.deployment_id})",
-            category=ExecutionCategory.DEPLOYMENT,
+            deployment,
+            verb="start",
+            changes={"status": DeploymentStatus.PENDING, "is_running": False},
             type=ExecutionType.DEPLOY_MODEL,
-            resource_type=ResourceType.DEPLOYMENT,
-            resource_id=deployment.deployment_id,
-            node_id=node.node_id,
+            name=f"Deploy {model.name} ({deployment.deployment_id})",
             steps=steps,
         )
-    return _as_left_by(execution, deployment), execution
 
 
 def deployment_stop(
@@ -164,20 +159,15 @@ def deployment_stop(
             "dependsOn": [],
             "optional": False,
         }
-        execution_id = str(uuid.uuid4())
-        _requested(deployment, execution_id, "stop", {})
-        execution = _create_and_start(
+        return _run_on_deployment(
             actor,
-            execution_id=execution_id,
-            name=f"Stop {deployment.deployment_id}",
-            category=ExecutionCategory.DEPLOYMENT,
+            deployment,
+            verb="stop",
+            changes={},
             type=ExecutionType.STOP_DEPLOYMENT,
-            resource_type=ResourceType.DEPLOYMENT,
-            resource_id=deployment.deployment_id,
-            node_id=deployment.node_id,
+            name=f"Stop {deployment.deployment_id}",
             steps=[step],
         )
-    return _as_left_by(execution, deployment), execution
 
 
 def model_download(*, model: AIModel, actor: Principal) -> tuple[AIModel, Execution]:
@@ -214,19 +204,37 @@ def _create_and_start(actor: Principal, *, steps: list[StepDefinition], **fields
     return execution_start(pk=execution.pk, actor=actor)
 
 
-def _as_left_by(execution: Execution, deployment: Deployment) -> Deployment:
-    """The deployment as its just-started workflow left it: as this request wrote it, unless the run
-    ended at once (its node vanished meanwhile), when the engine's ending rewrote the row."""
-    if execution.status != ExecutionStatus.RUNNING:
-        deployment.refresh_from_db()
-    return deployment
-
-
-def _requested(deployment: Deployment, execution_id: str, verb: str, changes: dict[str, Any]) -> None:
-    """Record the request on the deployment (held locked by the caller), with the state it puts it in."""
+def _run_on_deployment(
+    actor: Principal,
+    deployment: Deployment,
+    *,
+    verb: str,
+    changes: dict[str, Any],
+    type: str,
+    name: str,
+    steps: list[StepDefinition],
+) -> tuple[Deployment, Execution]:
+    """Record the request on the deployment (held locked by the caller: one UPDATE with its state
+    `changes` and a `<verb>.requested` event), then create and start the deployment's workflow."""
+    execution_id = str(uuid.uuid4())
     deployment_change(
         deployment=deployment,
         changes=changes,
         event=f"{verb}.requested",
         message=f"{verb} requested: execution {execution_id}",
     )
+    execution = _create_and_start(
+        actor,
+        execution_id=execution_id,
+        name=name,
+        category=ExecutionCategory.DEPLOYMENT,
+        type=type,
+        resource_type=ResourceType.DEPLOYMENT,
+        resource_id=deployment.deployment_id,
+        node_id=deployment.node_id,
+        steps=steps,
+    )
+    if execution.status != ExecutionStatus.RUNNING:
+        # It ended at once (its node vanished meanwhile): the engine's ending rewrote the row.
+        deployment.refresh_from_db()
+    return deployment, execution

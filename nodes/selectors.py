@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.db.models import QuerySet
 
+from aiwm_project.selectors import in_time_range
 from nodes.models import Node, NodeCommand, NodeMetric
 
 
@@ -20,8 +21,4 @@ def node_commands(*, node: Node, status: str | None = None) -> QuerySet[NodeComm
 def node_metrics(*, node: Node, start: datetime | None, end: datetime | None) -> QuerySet[NodeMetric]:
     """The node's metric points with a timestamp in [start, end] (either end open when None), oldest first."""
     points = NodeMetric.objects.for_org(node.owner_org_id).filter(node_id=node.node_id)
-    if start:
-        points = points.filter(timestamp__gte=start)
-    if end:
-        points = points.filter(timestamp__lte=end)
-    return points.order_by("timestamp", "id")
+    return in_time_range(points, "timestamp", start, end).order_by("timestamp", "id")
