@@ -30,10 +30,14 @@ def _count_on_conversation(*, org_id: str, conversation_id: str, messages: int, 
     Takes the conversation's row lock until the caller's transaction commits. Never below 0:
     rows changed outside these services must not make a conversation show negative totals.
     """
-    return Conversation.objects.filter(owner_org_id=org_id, conversation_id=conversation_id, is_deleted=False).update(
-        total_messages=Greatest(F("total_messages") + messages, Value(0)),
-        total_tokens=Greatest(F("total_tokens") + tokens, Value(0)),
-        updated_at=timezone.now(),
+    return (
+        Conversation.objects.for_org(org_id)
+        .filter(conversation_id=conversation_id)
+        .update(
+            total_messages=Greatest(F("total_messages") + messages, Value(0)),
+            total_tokens=Greatest(F("total_tokens") + tokens, Value(0)),
+            updated_at=timezone.now(),
+        )
     )
 
 

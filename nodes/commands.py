@@ -122,7 +122,7 @@ def _hand_over(command: NodeCommand, *, still: dict[str, Any]) -> bool:
 
 def _connected_nodes(org_id: Any, node_id: Any) -> Any:
     """The node while it is connected (values or OuterRef()s, for a subquery)."""
-    return Node.objects.filter(owner_org_id=org_id, node_id=node_id, websocket_connected=True, is_deleted=False)
+    return Node.objects.for_org(org_id).filter(node_id=node_id, websocket_connected=True)
 
 
 def commands_pending_for(*, org_id: str, node_id: str) -> list[dict[str, Any]]:
@@ -131,7 +131,8 @@ def commands_pending_for(*, org_id: str, node_id: str) -> list[dict[str, Any]]:
     with transaction.atomic():
         rows = list(
             NodeCommand.objects.select_for_update()
-            .filter(owner_org_id=org_id, node_id=node_id, status__in=UNACKNOWLEDGED_COMMAND_STATUSES)
+            .for_org(org_id)
+            .filter(node_id=node_id, status__in=UNACKNOWLEDGED_COMMAND_STATUSES)
             .order_by("created_at")[:MAX_PENDING_ON_REGISTER]
         )
         if rows:
@@ -152,7 +153,7 @@ def command_answered(*, org_id: str, node_id: str, original_message_id: Any) -> 
     message_id = original_message_id
     if not isinstance(message_id, str) or not message_id:
         raise ValidationFailed(["data.originalMessageId: required"])
-    command = NodeCommand.objects.filter(owner_org_id=org_id, node_id=node_id, message_id=message_id).first()
+    command = NodeCommand.objects.for_org(org_id).filter(node_id=node_id, message_id=message_id).first()
     if command is None:
         raise NotFoundError(f"command {message_id[:64]!r} not found for this node")
     return command
