@@ -31,7 +31,8 @@ _FIELDS = Node._meta.concrete_fields
 COLUMNS = tuple(f.column for f in _FIELDS)
 _POSITION = {f.attname: i for i, f in enumerate(_FIELDS)}
 _T = '"nodes_node"'
-WHERE = f'(NOT {_T}."is_deleted" AND {_T}."owner_org_id" = %s AND {_T}."status" = %s)'
+# In the service's order: `for_org` (organization, then live rows), then the status filter.
+WHERE = f'({_T}."owner_org_id" = %s AND NOT {_T}."is_deleted" AND {_T}."status" = %s)'
 PAGE_SQL = (
     "SELECT "
     + ", ".join(f'{_T}."{c}"' for c in COLUMNS)

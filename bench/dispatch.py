@@ -8,7 +8,7 @@ What it does, in order:
 
 1. creates its own PostgreSQL database (`aiwm_dispatch_tpl`, migrated with `manage.py migrate`),
    seeds it through the ORM with `--nodes` nodes of one organization, each with a node token from
-   `nodes.identity.node_issue_token` (bench/node_swarm.py's `seed_nodes`), and creates every
+   `nodes.services.node_issue_token` (bench/node_swarm.py's `seed_nodes`), and creates every
    execution of the run with `executions.services.execution_create` (3 steps, `model.download` each,
    step k of execution i on node (3i + k) mod N, so consecutive steps are on different daemons):
    "chain" is 0 -> 1 -> 2, "fanout" is 0 -> (1, 2). A trigger of the benchmark's own NOTIFYs when an
@@ -20,7 +20,7 @@ What it does, in order:
    other process, LPUSH back, BRPOP), and per server kind a bare python-socketio echo served by the
    same ASGI server: the daemon emits a `command.result`-sized message, the server emits a
    `model.download`-sized command back to the daemon's room, either directly ("echo") or the way
-   nodes.delivery does (from a worker thread through a write-only `socketio.RedisManager`, so
+   the node bus (aiwm_project.node_bus) does (from a worker thread through a write-only `socketio.RedisManager`, so
    Redis pub/sub and the server's AsyncRedisManager listener carry it: "echo-redis"). One message
    at a time, `--baseline-gap-ms` apart;
 4. per server kind (daphne by default, `make run`'s command; uvicorn as bench/node_swarm.py runs it)
@@ -372,8 +372,8 @@ def redis_pong(url: str, key: str) -> None:
 
 
 def _build_echo(via_redis: bool) -> Any:
-    """python-socketio alone, with the service's server options (nodes/socketio_app.py): on a
-    `command.result` it emits a command to the sender's room. `via_redis`: as nodes.delivery does
+    """python-socketio alone, with the service's server options (gateway/socketio_app.py): on a
+    `command.result` it emits a command to the sender's room. `via_redis`: as aiwm_project.node_bus does
     it with REDIS_URL, from a worker thread through a write-only RedisManager, received by this
     server's AsyncRedisManager listener (the service's client manager) and emitted from there."""
     import socketio
@@ -437,8 +437,10 @@ def _install_trace() -> None:
     seconds] (the REST start action: get_object, execution_start, the serialized answer)."""
     from django.db import connection
 
+    from aiwm_project import node_bus
     from executions.views import ExecutionViewSet
-    from nodes import commands, delivery, protocol
+    from gateway import protocol
+    from nodes import commands
 
     out = open(os.environ["AIWM_BENCH_TRACE"], "a", buffering=1)  # noqa: SIM115  (the process's lifetime)
     lock = threading.Lock()
@@ -450,7 +452,7 @@ def _install_trace() -> None:
             out.write(line + "\n")
 
     handle, apply, deliver_command = protocol.handle_message, protocol.apply_message, commands.deliver_command
-    deliver_to_node, emitter = delivery.deliver_to_node, delivery._redis_emitter
+    publish, emitter = node_bus.publish, node_bus._redis_emitter
 
     def original_id(message: Any) -> Any:
         data = message.get("data") if isinstance(message, dict) else None
@@ -554,13 +556,13 @@ def _install_trace() -> None:
         finally:
             write("deliver_command", getattr(local, "parent", None), local.delivered, t_in, time.monotonic())
 
-    def traced_deliver_to_node(
+    def traced_publish(
         org_id: str, node_id: str, event: str, payload: dict[str, Any], connection_id: str | None = None
     ) -> None:
         t_in = time.monotonic()
         local.delivered = payload.get("messageId")
         try:
-            deliver_to_node(org_id, node_id, event, payload, connection_id)
+            publish(org_id, node_id, event, payload, connection_id)
         finally:
             write("deliver", payload.get("messageId"), t_in, time.monotonic())
 
@@ -583,8 +585,8 @@ def _install_trace() -> None:
     protocol.handle_message = traced_handle  # type: ignore[assignment]
     protocol.apply_message = traced_apply
     commands.deliver_command = traced_deliver_command
-    delivery.deliver_to_node = traced_deliver_to_node
-    delivery._redis_emitter = traced_emitter  # type: ignore[assignment]
+    node_bus.publish = traced_publish
+    node_bus._redis_emitter = traced_emitter  # type: ignore[assignment]
     ExecutionViewSet.start = traced_start  # type: ignore[method-assign,assignment]
 
 

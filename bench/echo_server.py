@@ -8,7 +8,7 @@ It speaks just enough of the node protocol for the swarm's daemons: the namespac
 and telemetry received and dropped. It answers exactly the frames the service answers, so both
 servers carry the same traffic: a daemon that asks for a Socket.IO acknowledgement of its
 heartbeat (the swarm's sampled nodes do, on both servers) gets one; nothing else is replied to.
-The AsyncServer has the service's options (`nodes/socketio_app.py`) and the service's garbage
+The AsyncServer has the service's options (`gateway/socketio_app.py`) and the service's garbage
 collector settings (`aiwm_project.asgi.tune_gc_for_a_socket_server`, repeated here so the echo
 server imports no Django); no database, no Redis.
 """

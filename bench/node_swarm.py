@@ -6,7 +6,7 @@ What it does, in order:
 
 1. creates its own PostgreSQL database (`aiwm_swarm_tpl`, migrated with `manage.py migrate`), seeds
    it through the ORM with N nodes (plus a few for the warm-up) spread over a few organizations,
-   and issues each node its token with `nodes.identity.node_issue_token` (the same
+   and issues each node its token with `nodes.services.node_issue_token` (the same
    AIWM_NODE_TOKEN_SECRET is given to the server). Each service run gets a fresh clone of it
    (`aiwm_swarm`); everything is dropped at the end unless `--keep-db`;
 2. picks an empty Redis database number and flushes it before each run and at the end;
@@ -467,8 +467,8 @@ def seed_nodes(count: int, orgs: int, warmup: int = 0, sample: int = 0) -> list[
     step = max(1, count // sample) if sample else 0
     from django.db import connection
 
-    from nodes.identity import node_issue_token
     from nodes.models import Node
+    from nodes.services import node_issue_token
 
     nodes = [
         Node(
