@@ -47,7 +47,8 @@ def main(argv: list[str]) -> None:
     from django.test.utils import override_settings
 
     from aiwm_project.auth import issue_user_token
-    from bench.node_list import BENCH_PATH, org_id, typical_org_index
+    from bench.nodelist import BENCH_PATH
+    from bench.nodelist.dataset import org_id, typical_org_index
 
     token = issue_user_token(
         user_id="0" * 24, username="bench", org_id=org_id(typical_org_index()), roles=["organization.viewer"]

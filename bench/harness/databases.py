@@ -1,0 +1,75 @@
+"""The benchmarks' own PostgreSQL databases: created (or cloned from a template), migrated, dropped;
+and the CPU time of the backends serving one."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from typing import Any
+
+from bench.harness.env import REPO
+from bench.harness.procfs import cpu_seconds
+
+
+def admin_execute(admin_dsn: str, statement: Any) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def server_version(admin_dsn: str) -> str:
+    import psycopg
+
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def recreate_database(admin_dsn: str, name: str, template: str | None = None) -> None:
+    """Drop `name` if it exists (its connections too), then create it, empty or as a clone of `template`."""
+    from psycopg import sql
+
+    drop_database(admin_dsn, name)
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template:
+        create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
+    admin_execute(admin_dsn, create)
+
+
+def drop_database(admin_dsn: str, name: str) -> None:
+    from psycopg import sql
+
+    admin_execute(admin_dsn, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def migrate(dsn: str, env: dict[str, str]) -> None:
+    """`manage.py migrate` of the database at `dsn` (the service's own migrations), without Redis."""
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=REPO,
+        env={**env, "DATABASE_URL": dsn, "REDIS_URL": ""},
+        check=True,
+        timeout=600,
+    )
+
+
+def pg_backend_cpu(dsn: str, db: str, exclude_pid: int) -> dict[int, float]:
+    """CPU seconds so far of the PostgreSQL backends connected to `db` (the server's), but the poller's."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pids = [
+            int(r[0])
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() AND pid <> %s",
+                [db, exclude_pid],
+            ).fetchall()
+        ]
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            out[pid] = cpu_seconds(pid)
+    return out

@@ -1,0 +1,84 @@
+"""An ASGI server process on loopback and a free port: daphne (`make run`'s command) or uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.harness.env import REPO
+from bench.harness.processes import log_tail, stop_group
+
+HOST = "127.0.0.1"
+SERVICE_APP = "aiwm_project.asgi:application"
+
+
+def free_port() -> int:
+    """A port free on loopback now (the socket is let go: two calls can name the same port)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """One ASGI server process (daphne or uvicorn) serving `app` (module:attribute), killed on exit."""
+
+    def __init__(self, kind: str, app: str, env: dict[str, str], logdir: Path, label: str):
+        self.kind, self.app, self.env, self.label = kind, app, env, label
+        self.port = free_port()
+        self.log_path = logdir / f"{label}-{kind}-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        binary = REPO / ".venv" / "bin" / self.kind
+        exe = str(binary if binary.exists() else shutil.which(self.kind) or self.kind)
+        if self.kind == "daphne":
+            # `make run`'s command, on loopback and a free port.
+            return [exe, "-b", HOST, "-p", str(self.port), self.app]
+        # ARCHITECTURE.md: with uvicorn, turn off WebSocket per-message deflate.
+        return [exe, "--host", HOST, "--port", str(self.port), "--ws-per-message-deflate", "false", self.app]
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> None:
+        with self.log_path.open("wb") as logfile:
+            self.proc = subprocess.Popen(
+                self.command(), cwd=REPO, env=self.env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def accepts(self) -> bool:
+        with socket.create_connection((HOST, self.port), timeout=1):
+            return True
+
+    def wait_ready(self, timeout: float = 90.0, probe: Callable[[], bool] | None = None) -> None:
+        """Until the server accepts a connection, or `probe` returns True (an OSError or HTTPException
+        from it means not yet; anything else it raises is the answer)."""
+        assert self.proc is not None
+        probe = probe or self.accepts
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.label} server exited ({self.proc.returncode}):\n{self.log_tail()}")
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if probe():
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.label} server not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        stop_group(self.proc, grace=15)
+
+    def log_tail(self) -> str:
+        return log_tail(self.log_path)

@@ -1,0 +1,56 @@
+"""The node list benchmark's two servers per row count: daphne with the command of `make run`, on
+loopback, serving the real service (`aiwm_project.settings`) and the bare view (`bench.bare_settings`:
+the same settings, middleware and ASGI application, one view)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from bench.harness.servers import HOST, SERVICE_APP, Server
+from bench.nodelist import BENCH_PATH
+
+
+def http_get(server: Server, token: str, path: str = BENCH_PATH) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(HOST, server.port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def answers_200(server: Server, token: str) -> Callable[[], bool]:
+    """A readiness probe: the benchmarked request answered 200 (any other status is a failure)."""
+
+    def probe() -> bool:
+        status, body = http_get(server, token)
+        if status != 200:
+            raise RuntimeError(f"{server.label} answered {status}: {body[:500]!r}")
+        return True
+
+    return probe
+
+
+@contextlib.contextmanager
+def servers(env: dict[str, str], dsn: str, rows: int, token: str, logdir: Path) -> Iterator[tuple[Server, Server]]:
+    """The service and the bare view on the database at `dsn`, both answering; stopped on exit."""
+    env = {**env, "DATABASE_URL": dsn}
+    service_settings = "bench.pool_settings" if env.get("AIWM_BENCH_DB_POOL") == "1" else "aiwm_project.settings"
+    service_env, bare_env = (
+        {**env, "DJANGO_SETTINGS_MODULE": settings} for settings in (service_settings, "bench.bare_settings")
+    )
+    service = Server("daphne", SERVICE_APP, service_env, logdir, f"service-{rows}")
+    bare = Server("daphne", SERVICE_APP, bare_env, logdir, f"bare-{rows}")
+    try:
+        service.start()
+        bare.start()
+        service.wait_ready(probe=answers_200(service, token))
+        bare.wait_ready(probe=answers_200(bare, token))
+        yield service, bare
+    finally:
+        for server in (service, bare):
+            server.stop()
