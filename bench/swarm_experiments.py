@@ -18,7 +18,8 @@ connection: before the benchmark's warm-up) and then changes one thing:
   (what the event loop costs without the write-behind's worker thread). Not a service: nothing
   reaches the database.
 
-Nothing here is used by the service itself.
+Nothing here is used by the service itself. `node_swarm.py --smoke` exercises every variant
+(bench/swarm/experiments_check.py).
 """
 
 from __future__ import annotations
@@ -26,27 +27,12 @@ from __future__ import annotations
 import gc
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+from bench.harness.apps import ASGIApp, LazyApp
+
 logger = logging.getLogger("bench.swarm_experiments")
-
-
-class LazyApp:
-    """An ASGI application loaded, then patched, on its first call."""
-
-    def __init__(self, load: Callable[[], ASGIApp], *patches: Callable[[], None]):
-        self.load, self.patches = load, patches
-        self.app: ASGIApp | None = None
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if self.app is None:
-            self.app = self.load()
-            for patch in self.patches:
-                patch()
-        await self.app(scope, receive, send)
 
 
 def _service() -> ASGIApp:

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.harness.messages import register_message
 
@@ -92,17 +92,20 @@ class SimNode:
             await asyncio.wait_for(self.client.disconnect(), 10)
 
 
+Node = TypeVar("Node", bound=SimNode)
+
+
 async def bring_up(
-    nodes: list[SimNode], concurrency: int
-) -> tuple[list[SimNode], list[tuple[float, float, float]], dict[str, int]]:
+    nodes: list[Node], concurrency: int
+) -> tuple[list[Node], list[tuple[float, float, float]], dict[str, int]]:
     """Connect and register every node, `concurrency` at a time. Returns the nodes that came up,
     their (started, connected, registered) monotonic times, and the failures by exception name."""
     limit = asyncio.Semaphore(concurrency)
     failures: dict[str, int] = {}
     times: list[tuple[float, float, float]] = []
-    up: list[SimNode] = []
+    up: list[Node] = []
 
-    async def one(node: SimNode) -> None:
+    async def one(node: Node) -> None:
         async with limit:
             started = time.monotonic()
             try:
