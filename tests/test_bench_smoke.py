@@ -1,0 +1,70 @@
+"""The benchmarks still run: each one's smoke mode (`--smoke`), as a subprocess.
+
+A smoke run is the benchmark at tiny sizes (bench/harness/smoke.py): the real server processes, the
+service's real code paths, every check, and the service internals the benchmark patches (the traced
+dispatch path, bench/swarm_experiments.py's variants) resolved and exercised; the figures are not
+judged. It exits non-zero when a check fails or when something the benchmark calls or patches no
+longer exists, so a change to the service that breaks a benchmark fails here.
+
+The benchmarks create (and drop) databases of their own on the suite's PostgreSQL server
+(`aiwm_smoke_list*`, `aiwm_smoke_swarm*`, `aiwm_smoke_dispatch*`) and use Redis databases 10 and 11
+of the suite's Redis server (the suite itself uses 14 and 15).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT_S = 180
+
+
+def postgres_server() -> str:
+    """The suite's PostgreSQL server (no database name): the benchmarks' `--pg`."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    user = quote(db.get("USER") or "postgres")
+    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}"
+
+
+def redis_server() -> str:
+    """The suite's Redis server (no database number): the benchmarks' `--redis`."""
+    parts = urlsplit(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))  # as tests/conftest.py
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def run_smoke(script: str, *args: str) -> None:
+    command = [sys.executable, str(REPO / "bench" / script), "--smoke", "--pg", postgres_server(), *args]
+    try:
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        output = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        pytest.fail(f"bench/{script} --smoke still running after {TIMEOUT_S}s; its output ends:\n{output[-4000:]}")
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + "\n" + done.stderr).splitlines()[-60:])
+        pytest.fail(f"bench/{script} --smoke exited {done.returncode}; its output ends:\n{tail}")
+
+
+@pytest.mark.postgres
+def test_node_list_smoke() -> None:
+    run_smoke("node_list.py")
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_node_swarm_smoke() -> None:
+    run_smoke("node_swarm.py", "--redis", redis_server())
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_dispatch_smoke() -> None:
+    run_smoke("dispatch.py", "--redis", redis_server())
