@@ -7,7 +7,7 @@ AIWM_PORT ?= 3003
 # The PostgreSQL pass of `make test`; CI=true makes its absence a failure instead of a skip.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: browser node-deps run test test-sqlite test-postgres lint typecheck check install migrate bench-list clean
+.PHONY: browser node-deps run test test-sqlite test-postgres lint typecheck check install migrate bench-list bench-smoke clean
 
 $(STAMP): requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,12 @@ test-postgres: $(STAMP) node-deps
 # Benchmarks (see BENCHMARKS.md): they need the local PostgreSQL and take minutes.
 bench-list: $(STAMP)
 	$(PY) bench/node_list.py
+
+# Every benchmark at tiny sizes, figures not judged (about a minute; PostgreSQL and Redis).
+bench-smoke: $(STAMP)
+	$(PY) bench/node_list.py --smoke
+	$(PY) bench/node_swarm.py --smoke
+	$(PY) bench/dispatch.py --smoke
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
