@@ -94,7 +94,6 @@ fine, every trace wrapper called, the profiles written) and not the goals.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import secrets
 import shlex
 import shutil
@@ -118,7 +117,14 @@ from bench.dispatching.scenarios import NOTIFY_SQL, Scenario, ScenarioResult, an
 from bench.dispatching.topology import ServiceRun  # noqa: E402
 from bench.dispatching.trace import TRACED  # noqa: E402
 from bench.dispatching.trace_report import profile_summary, trace_breakdown, trace_checks  # noqa: E402
-from bench.harness.databases import drop_database, migrate, recreate_database, server_version  # noqa: E402
+from bench.harness.cli import add_database_flags, add_redis_flags, check_database_name  # noqa: E402
+from bench.harness.databases import (  # noqa: E402
+    close_django_connections,
+    drop_database,
+    migrate,
+    recreate_database,
+    server_version,
+)
 from bench.harness.env import service_env, use_env  # noqa: E402
 from bench.harness.fleet import org_id, seed_nodes  # noqa: E402
 from bench.harness.processes import Cleanup  # noqa: E402
@@ -165,11 +171,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="experiment: --trace plus cProfile of each message's handling"
     )
-    parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432", help="PostgreSQL server URL")
-    parser.add_argument("--db", default="aiwm_dispatch", help="database to create (and drop) for the run")
-    parser.add_argument("--keep-db", action="store_true", help="keep the databases and the logs")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis server URL (no database number)")
-    parser.add_argument("--redis-db", type=int, default=None, help="Redis database number (default: an empty one)")
+    add_database_flags(parser, "aiwm_dispatch", "keep the databases and the logs")
+    add_redis_flags(parser)
     add_smoke_flag(parser, argv, SMOKE, "3 executions per scenario on 4 daemons, 2 web processes, traced and profiled")
     args = parser.parse_args(argv)
     args.trace = args.trace or args.profile
@@ -197,8 +200,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--nodes 1..2000, --daemon-procs 1..8, --burst-concurrency 1..200")
     if not 10 <= args.baseline_samples <= 100_000 or not 0 <= args.baseline_gap_ms <= 1000:
         parser.error("--baseline-samples 10..100000, --baseline-gap-ms 0..1000")
-    if not all(c.islower() or c.isdigit() or c == "_" for c in args.db) or args.db in ("postgres", "template1"):
-        parser.error("--db: a plain lower-case database name of the benchmark's own")
+    check_database_name(parser, args.db)
     return args
 
 
@@ -268,10 +270,7 @@ def main(argv: list[str]) -> int:
         log(f"\nload average {load_average()} at the end; total wall time {time.monotonic() - started:.0f}s")
         return 0 if ok else 1
     finally:
-        with contextlib.suppress(Exception):
-            from django.db import connections
-
-            connections.close_all()
+        close_django_connections()
         if args.keep_db:
             cleanup.remove("template")
             cleanup.remove("database")

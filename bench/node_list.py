@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import shutil
 import subprocess
 import sys
@@ -53,7 +52,14 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 # After the path above: the repository has to be on sys.path first.
-from bench.harness.databases import drop_database, migrate, recreate_database, server_version  # noqa: E402
+from bench.harness.cli import add_database_flags, check_database_name  # noqa: E402
+from bench.harness.databases import (  # noqa: E402
+    close_django_connections,
+    drop_database,
+    migrate,
+    recreate_database,
+    server_version,
+)
 from bench.harness.env import service_env, use_env  # noqa: E402
 from bench.harness.report import log, machine_line  # noqa: E402
 from bench.harness.smoke import Check, add_smoke_flag, judge  # noqa: E402
@@ -80,9 +86,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=4, help="keep-alive connections of the load generator")
     parser.add_argument("--rounds", type=int, default=4, help="alternating service/bare rounds per row count")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds before each round")
-    parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432", help="PostgreSQL server URL")
-    parser.add_argument("--db", default="aiwm_bench", help="database to create (and drop) for the run")
-    parser.add_argument("--keep-db", action="store_true", help="do not drop the database at the end")
+    add_database_flags(parser, "aiwm_bench", "do not drop the database at the end")
     parser.add_argument(
         "--db-pool",
         action="store_true",
@@ -93,8 +97,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.sizes = sorted({int(x.replace("_", "")) for x in args.rows.split(",") if x.strip()})
     if not args.sizes or args.sizes[0] < 1000:
         parser.error("--rows: give row counts of at least 1000")
-    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", args.db) or args.db in ("postgres", "template0", "template1"):
-        parser.error("--db: a plain lower-case database name of the benchmark's own")
+    check_database_name(parser, args.db)
     if not 1 <= args.concurrency <= 256 or args.duration <= 0 or args.duration > 600 or args.rounds < 1:
         parser.error("--concurrency 1..256, --duration 0..600 s, --rounds >= 1")
     return args
@@ -223,10 +226,7 @@ def main(argv: list[str]) -> int:
         log(f"\ntotal wall time {time.monotonic() - started:.0f}s")
         return 0 if ok else 1
     finally:
-        with contextlib.suppress(Exception):
-            from django.db import connections
-
-            connections.close_all()
+        close_django_connections()
         if args.keep_db:
             log(f"kept databases {', '.join(all_dbs)} and server logs in {logdir}")
         else:

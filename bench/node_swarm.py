@@ -62,7 +62,14 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 # After the path above: the repository has to be on sys.path first.
-from bench.harness.databases import drop_database, migrate, recreate_database, server_version  # noqa: E402
+from bench.harness.cli import add_database_flags, add_redis_flags, check_database_name  # noqa: E402
+from bench.harness.databases import (  # noqa: E402
+    close_django_connections,
+    drop_database,
+    migrate,
+    recreate_database,
+    server_version,
+)
 from bench.harness.env import service_env, use_env  # noqa: E402
 from bench.harness.fleet import seed_nodes  # noqa: E402
 from bench.harness.processes import open_files_limit  # noqa: E402
@@ -98,11 +105,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sample", type=int, default=200, help="nodes whose heartbeats are timed")
     parser.add_argument("--orgs", type=int, default=4, help="organizations the nodes belong to")
     parser.add_argument("--seed", type=int, default=1, help="random seed (phases, jitter, payloads, sample)")
-    parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432", help="PostgreSQL server URL")
-    parser.add_argument("--db", default="aiwm_swarm", help="database to create (and drop) for the run")
-    parser.add_argument("--keep-db", action="store_true", help="do not drop the databases at the end")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis server URL (no database number)")
-    parser.add_argument("--redis-db", type=int, default=None, help="Redis database number (default: an empty one)")
+    add_database_flags(parser, "aiwm_swarm", "do not drop the databases at the end")
+    add_redis_flags(parser)
     parser.add_argument(
         "--service-app",
         default="aiwm_project.asgi:application",
@@ -132,8 +136,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--nodes 1..20000, --swarm-procs 1..16, --ramp-concurrency 1..2000")
     if not 0 < args.duration <= 1800 or not 0 <= args.settle <= 120 or args.sample < 1:
         parser.error("--duration 0..1800 s, --settle 0..120 s, --sample >= 1")
-    if not all(c.islower() or c.isdigit() or c == "_" for c in args.db) or args.db in ("postgres", "template1"):
-        parser.error("--db: a plain lower-case database name of the benchmark's own")
+    check_database_name(parser, args.db)
     return args
 
 
@@ -211,10 +214,7 @@ def main(argv: list[str]) -> int:
         log(f"\ntotal wall time {time.monotonic() - started:.0f}s")
         return 0 if ok else 1
     finally:
-        with contextlib.suppress(Exception):
-            from django.db import connections
-
-            connections.close_all()
+        close_django_connections()
         with contextlib.suppress(Exception):
             flush_redis(redis_url)
         if args.keep_db:

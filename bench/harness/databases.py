@@ -56,6 +56,14 @@ def migrate(dsn: str, env: dict[str, str]) -> None:
     )
 
 
+def close_django_connections() -> None:
+    """Close this process's Django connections if Django was set up (before its databases are dropped)."""
+    with contextlib.suppress(Exception):
+        from django.db import connections
+
+        connections.close_all()
+
+
 def pg_backend_cpu(dsn: str, db: str, exclude_pid: int) -> dict[int, float]:
     """CPU seconds so far of the PostgreSQL backends connected to `db` (the server's), but the poller's."""
     import psycopg
