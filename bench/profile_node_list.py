@@ -16,6 +16,7 @@ import cProfile
 import os
 import pstats
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -32,13 +33,21 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args(argv)
+    var_dir = tempfile.mkdtemp(prefix="aiwm-profile-")
+    try:
+        profile(args, var_dir)
+    finally:
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def profile(args: argparse.Namespace, var_dir: str) -> None:
     os.environ.update(
         DATABASE_URL=args.database_url,
         DB_CONN_MAX_AGE="60",  # in-process the thread is reused, so the connection is too
         IAM_JWT_SECRET=secrets.token_urlsafe(32),
         DJANGO_SECRET_KEY=secrets.token_urlsafe(48),
         DJANGO_SETTINGS_MODULE="aiwm_project.settings",
-        AIWM_VAR_DIR=tempfile.mkdtemp(prefix="aiwm-profile-"),
+        AIWM_VAR_DIR=var_dir,
     )
     import django
 
