@@ -1,43 +1,22 @@
-"""Shared fixtures: personas (owner/editor/viewer of org A, owner of org B) and service gates."""
+"""Shared fixtures: personas (owner/editor/viewer of org A, owner of org B), the admin operator and
+service gates. Helpers live in tests/support; its modules with fixtures are plugins, below."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import pytest
 from django.db import connection
-from rest_framework.test import APIClient
+from django.test import Client
 
-from aiwm_project.auth import issue_user_token
+from tests.support.environment import IN_CI
+from tests.support.personas import PersonaClient, Personas, build_personas
 
-ORG_A = "68dd05b175d9e3c17bf97f60"
-ORG_B = "68dd05b175d9e3c17bf97f61"
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-class PersonaClient(APIClient):
-    """An API client carrying a user token; remembers who it is for assertions."""
-
-    def __init__(self, *, user_id: str = "", org_id: str = "", roles: list[str] | None = None):
-        super().__init__()
-        self.user_id, self.org_id = user_id, org_id
-        if roles is not None:
-            token = issue_user_token(user_id=user_id, username="tester", org_id=org_id, roles=roles)
-            self.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-
-
-def client_for(*, user_id: str, org_id: str, roles: list[str]) -> PersonaClient:
-    return PersonaClient(user_id=user_id, org_id=org_id, roles=roles)
-
-
-@dataclass
-class Personas:
-    owner_a: PersonaClient
-    editor_a: PersonaClient
-    viewer_a: PersonaClient
-    owner_b: PersonaClient
-    anonymous: PersonaClient
+pytest_plugins = [
+    "tests.support.live_server",  # gateway, quick_polling, sqlite_reads_take_no_locks
+    "tests.support.npm_daemon",  # node_binary
+    "tests.support.processes",  # processes
+]
 
 
 @pytest.fixture(scope="session")
@@ -54,18 +33,23 @@ def django_db_modify_db_settings(tmp_path_factory: pytest.TempPathFactory) -> No
 
 @pytest.fixture
 def personas(db) -> Personas:
-    return Personas(
-        owner_a=client_for(user_id="68dcf365f6a92c0d4911b619", org_id=ORG_A, roles=["organization.owner"]),
-        editor_a=client_for(user_id="68dcf365f6a92c0d4911b620", org_id=ORG_A, roles=["organization.editor"]),
-        viewer_a=client_for(user_id="68dcf365f6a92c0d4911b621", org_id=ORG_A, roles=["organization.viewer"]),
-        owner_b=client_for(user_id="68dcf365f6a92c0d4911b622", org_id=ORG_B, roles=["organization.owner"]),
-        anonymous=PersonaClient(),
-    )
+    return build_personas()
 
 
 @pytest.fixture
 def owner_a(personas: Personas) -> PersonaClient:
     return personas.owner_a
+
+
+@pytest.fixture
+def operator(db: None) -> Client:
+    """A superuser logged in to the admin."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw")
+    client = Client()
+    client.force_login(user)
+    return client
 
 
 def _redis_available() -> str | None:
@@ -92,7 +76,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             # Under CI the test runs regardless, so a missing Redis fails it instead of hiding it.
             if redis_problem and not IN_CI:
                 item.add_marker(pytest.mark.skip(reason=redis_problem))
-
-
-# The live gateway fixture (a real ASGI server) for node-protocol tests.
-from tests.gateway import gateway  # noqa: E402, F401

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import pytest
 from django.contrib import admin
-from django.contrib.auth import get_user_model
 from django.test import Client
 
 from aiwm_project.admin import OwnedModelAdmin
 from aiwm_project.models import OwnedModel
-from tests.conftest import Personas
+from nodes.models import Node
+from tests.support.factories import NodeFactory
+from tests.support.personas import Personas
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def operator() -> Client:
-    user = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw")
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def owned_models() -> list[type[OwnedModel]]:
@@ -41,14 +34,13 @@ def test_changelists_render_with_search_and_filters(operator: Client) -> None:
         assert operator.get(url, {"is_deleted__exact": "1"}).status_code == 200, url
 
 
-def _node(personas: Personas) -> dict:
-    body = {"nodeId": "node-gpu-01", "name": "GPU 1", "cpuCores": 8}
-    return personas.owner_a.post("/api/nodes", body, format="json").json()
+def _node(personas: Personas) -> Node:
+    return NodeFactory.create(node_id="node-gpu-01", name="GPU 1", cpu_cores=8, actor=personas.owner_a.principal)
 
 
 def test_edit_goes_through_the_update_service(operator: Client, personas: Personas) -> None:
     node = _node(personas)
-    url = f"/admin/nodes/node/{node['_id']}/change/"
+    url = f"/admin/nodes/node/{node.pk}/change/"
     page = operator.get(url)
     assert page.status_code == 200
     form = page.context["adminform"].form
@@ -56,23 +48,19 @@ def test_edit_goes_through_the_update_service(operator: Client, personas: Person
     data.update({"name": "GPU 1 (rack 4)", "status": "maintenance", "role": "[]", "gpu_devices": "[]"})
     response = operator.post(url, {k: v for k, v in data.items() if v is not None})
     assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
-    updated = personas.owner_a.get(f"/api/nodes/{node['_id']}").json()
+    updated = personas.owner_a.get(f"/api/nodes/{node.pk}").json()
     assert updated["name"] == "GPU 1 (rack 4)" and updated["status"] == "maintenance"
     assert updated["updatedBy"] == "admin:ops"
-    assert updated["createdBy"] == node["createdBy"]
+    assert updated["createdBy"] == node.created_by
 
 
 def test_soft_delete_action_and_no_hard_delete(operator: Client, personas: Personas) -> None:
     node = _node(personas)
-    assert operator.get(f"/admin/nodes/node/{node['_id']}/delete/").status_code == 403
-    response = operator.post(
-        "/admin/nodes/node/", {"action": "soft_delete_selected", "_selected_action": [node["_id"]]}
-    )
+    assert operator.get(f"/admin/nodes/node/{node.pk}/delete/").status_code == 403
+    response = operator.post("/admin/nodes/node/", {"action": "soft_delete_selected", "_selected_action": [node.pk]})
     assert response.status_code == 302
-    assert personas.owner_a.get(f"/api/nodes/{node['_id']}").status_code == 404
-    from nodes.models import Node
-
-    row = Node.objects.get(pk=node["_id"])
+    assert personas.owner_a.get(f"/api/nodes/{node.pk}").status_code == 404
+    row = Node.objects.get(pk=node.pk)
     assert row.is_deleted and row.updated_by == "admin:ops"
 
 
@@ -82,7 +70,7 @@ def test_no_add_in_admin(operator: Client) -> None:
 
 def test_gateway_records_are_browsable_but_read_only(operator: Client, personas: Personas) -> None:
     node = _node(personas)
-    personas.owner_a.post(f"/api/nodes/{node['_id']}/commands", {"type": "model.download"}, format="json")
+    personas.owner_a.post(f"/api/nodes/{node.pk}/commands", {"type": "model.download"}, format="json")
     for url in ("/admin/nodes/nodecommand/", "/admin/nodes/nodemetric/", "/admin/deployments/deploymentlog/"):
         assert operator.get(url).status_code == 200, url
     assert operator.get("/admin/nodes/nodecommand/add/").status_code == 403

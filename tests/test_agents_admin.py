@@ -5,35 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 
 from agents.models import Instruction, Tool
-from tests.conftest import Personas
+from tests.support.factories import AgentFactory, InstructionFactory, NodeFactory, ToolFactory
+from tests.support.personas import Personas
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def operator() -> Client:
-    user = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw")
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def _post(personas: Personas, url: str, body: dict) -> dict:
-    response = personas.owner_a.post(url, body, format="json")
-    assert response.status_code == 201, response.json()
-    return response.json()
-
-
-def _instruction_with_agent(personas: Personas) -> dict:
-    _post(personas, "/api/nodes", {"nodeId": "node-gpu-01", "name": "GPU 1", "cpuCores": 8})
-    instruction = _post(personas, "/api/instructions", {"instructionId": "inst-1", "name": "I", "systemPrompt": "p"})
-    _post(
-        personas, "/api/agents", {"agentId": "agent-1", "name": "A", "nodeId": "node-gpu-01", "instructionId": "inst-1"}
-    )
+def _instruction_with_agent(personas: Personas) -> Instruction:
+    actor = personas.owner_a.principal
+    NodeFactory.create(node_id="node-gpu-01", name="GPU 1", actor=actor)
+    instruction: Instruction = InstructionFactory.create(instruction_id="inst-1", name="I", actor=actor)
+    AgentFactory.create(agent_id="agent-1", name="A", instruction_id="inst-1", actor=actor)
     return instruction
 
 
@@ -48,16 +33,16 @@ def test_soft_delete_of_a_used_instruction_is_refused_with_the_agents_named(
     instruction = _instruction_with_agent(personas)
     response = operator.post(
         "/admin/agents/instruction/",
-        {"action": "soft_delete_selected", "_selected_action": [instruction["_id"]]},
+        {"action": "soft_delete_selected", "_selected_action": [instruction.pk]},
         follow=True,
     )
     assert "agent-1" in response.content.decode()
-    assert not Instruction.objects.get(pk=instruction["_id"]).is_deleted
+    assert not Instruction.objects.get(pk=instruction.pk).is_deleted
     assert personas.owner_a.delete("/api/agents/agent-1").status_code == 200
     operator.post(
-        "/admin/agents/instruction/", {"action": "soft_delete_selected", "_selected_action": [instruction["_id"]]}
+        "/admin/agents/instruction/", {"action": "soft_delete_selected", "_selected_action": [instruction.pk]}
     )
-    row = Instruction.objects.get(pk=instruction["_id"])
+    row = Instruction.objects.get(pk=instruction.pk)
     assert row.is_deleted and row.updated_by == "admin:ops"
 
 
@@ -68,7 +53,7 @@ def test_agent_edit_checks_the_new_instruction(operator: Client, personas: Perso
     data = _change_form_data(operator, url)
     rejected = operator.post(url, {**data, "instruction_id": "no-such-instruction"})
     assert rejected.status_code == 200 and rejected.context["adminform"].form.errors
-    _post(personas, "/api/instructions", {"instructionId": "inst-2", "name": "I2", "systemPrompt": "p"})
+    InstructionFactory.create(instruction_id="inst-2", name="I2", actor=personas.owner_a.principal)
     accepted = operator.post(url, {**data, "instruction_id": "inst-2"})
     assert accepted.status_code == 302
     updated = personas.owner_a.get("/api/agents/agent-1").json()
@@ -76,13 +61,13 @@ def test_agent_edit_checks_the_new_instruction(operator: Client, personas: Perso
 
 
 def test_tool_edit_holds_json_fields_to_their_shapes(operator: Client, personas: Personas) -> None:
-    tool = _post(personas, "/api/tools", {"toolId": "tool-1", "name": "T", "type": "api"})
-    url = f"/admin/agents/tool/{tool['_id']}/change/"
+    tool = ToolFactory.create(tool_id="tool-1", name="T", type="api", actor=personas.owner_a.principal)
+    url = f"/admin/agents/tool/{tool.pk}/change/"
     data = _change_form_data(operator, url)
     bad = operator.post(url, {**data, "parameters": json.dumps({"properties": {}})})
     assert bad.status_code == 200
     assert "type is required." in str(bad.context["adminform"].form.errors["parameters"])
-    assert Tool.objects.get(pk=tool["_id"]).parameters == tool["parameters"]
+    assert Tool.objects.get(pk=tool.pk).parameters == tool.parameters
     good = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
     assert operator.post(url, {**data, "parameters": json.dumps(good)}).status_code == 302
-    assert personas.owner_a.get(f"/api/tools/{tool['_id']}").json()["parameters"] == good
+    assert personas.owner_a.get(f"/api/tools/{tool.pk}").json()["parameters"] == good

@@ -6,21 +6,11 @@ from typing import Any
 
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from rest_framework.test import APIClient
 
 from agents.models import Instruction
-from tests.api_mixin import EntityAPIContract, assert_error
-from tests.conftest import Personas
-
-
-def make_node_and_instructions(client: APIClient) -> None:
-    for node_id in ("node-gpu-01", "node-gpu-02"):
-        response = client.post("/api/nodes", {"nodeId": node_id, "name": node_id, "cpuCores": 8}, format="json")
-        assert response.status_code == 201, response.json()
-    for n in (1, 2):
-        body = {"instructionId": f"inst-{n}", "name": f"Instruction {n}", "systemPrompt": f"Prompt {n}"}
-        response = client.post("/api/instructions", body, format="json")
-        assert response.status_code == 201, response.json()
+from tests.support.api import EntityAPIContract, assert_error
+from tests.support.factories import InstructionFactory, NodeFactory
+from tests.support.personas import PersonaClient, Personas
 
 
 class TestAgentsAPI(EntityAPIContract):
@@ -67,8 +57,13 @@ class TestAgentsAPI(EntityAPIContract):
             "tags": ["support", "customer-service"],
         }
 
-    def make_references(self, client: APIClient) -> None:
-        make_node_and_instructions(client)
+    def make_references(self, client: PersonaClient) -> None:
+        for node_id in ("node-gpu-01", "node-gpu-02"):
+            NodeFactory.create(node_id=node_id, actor=client.principal)
+        for n in (1, 2):
+            InstructionFactory.create(
+                instruction_id=f"inst-{n}", name=f"Instruction {n}", system_prompt=f"Prompt {n}", actor=client.principal
+            )
 
     # --- defaults and references ---
     def test_contract_defaults(self, personas: Personas) -> None:
@@ -108,9 +103,7 @@ class TestAgentsAPI(EntityAPIContract):
             )
             assert any(line.startswith(field) for line in body["errors"]), body
         # A record of another organization is as unknown as a missing one.
-        personas.owner_b.post(
-            "/api/instructions", {"instructionId": "inst-only-b", "name": "B", "systemPrompt": "p"}, format="json"
-        )
+        InstructionFactory.create(instruction_id="inst-only-b", name="B", actor=personas.owner_b.principal)
         assert_error(personas.owner_a.put(url, {"instructionId": "inst-only-b"}, format="json"), 400)
         assert personas.owner_a.get(url).json() == created
 

@@ -20,7 +20,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from aiwm_project import auth
-from tests.api_mixin import assert_error
+from tests.support.api import assert_error
 
 URL = "/api/nodes"
 SECRET = "test-shared-secret-that-is-long-enough-for-hs256"

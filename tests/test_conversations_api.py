@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework.test import APIClient
-
-from tests.api_mixin import ISO_MS, EntityAPIContract, assert_error
-from tests.conftest import Personas
-from tests.reference_records import post_agent, post_model, post_node
+from tests.support.api import ISO_MS, EntityAPIContract, assert_error
+from tests.support.factories import AgentFactory, AIModelFactory, NodeFactory
+from tests.support.personas import PersonaClient, Personas
 
 URL = "/api/conversations"
 PARTICIPANT = {"userId": "68dcf365f6a92c0d4911b619", "role": "customer", "joinedAt": "2025-11-16T13:00:00.000Z"}
@@ -59,12 +57,12 @@ class TestConversationsAPI(EntityAPIContract):
             "participants": [PARTICIPANT],
         }
 
-    def make_references(self, client: APIClient) -> None:
-        post_node(client, "node-gpu-01")
-        post_model(client, "llama-2-7b-v1")
-        post_model(client, "mistral-7b")
-        post_agent(client, "agent-assistant-01")
-        post_agent(client, "agent-analyst-02")
+    def make_references(self, client: PersonaClient) -> None:
+        NodeFactory.create(node_id="node-gpu-01", actor=client.principal)
+        for model_id in ("llama-2-7b-v1", "mistral-7b"):
+            AIModelFactory.create(model_id=model_id, node_id="node-gpu-01", actor=client.principal)
+        for agent_id in ("agent-assistant-01", "agent-analyst-02"):
+            AgentFactory.create(agent_id=agent_id, actor=client.principal)
 
     # --- conversation specifics ---
     def test_defaults(self, personas: Personas) -> None:
@@ -128,7 +126,7 @@ class TestConversationsAPI(EntityAPIContract):
         assert same.status_code == 200
 
     def test_agent_of_another_organization_is_400(self, personas: Personas) -> None:
-        post_agent(personas.owner_b, "agent-only-in-b")
+        AgentFactory.create(agent_id="agent-only-in-b", actor=personas.owner_b.principal)
         response = personas.owner_a.post(URL, {**self.valid_body(1), "agentId": "agent-only-in-b"}, format="json")
         body = assert_error(response, 400)
         assert any(line.startswith("agentId") for line in body["errors"]), body

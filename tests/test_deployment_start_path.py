@@ -10,6 +10,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from tests.support.factories import AIModelFactory, DeploymentFactory, NodeFactory
+from tests.support.personas import Personas
+
 pytestmark = pytest.mark.django_db
 
 NODE = "node-gpu-01"
@@ -31,13 +34,13 @@ def _deployment_statements(queries: list[dict[str, Any]]) -> tuple[list[str], li
     return reads, locked, updates
 
 
-def test_start_reads_the_deployment_twice_locks_it_once_and_writes_it_once(personas: Any) -> None:
+def test_start_reads_the_deployment_twice_locks_it_once_and_writes_it_once(personas: Personas) -> None:
     owner = personas.owner_a
-    _post(owner, "/api/nodes", {"nodeId": NODE, "name": "GPU 1", "cpuCores": 16}, 201)
-    model = {"modelId": "m-1", "name": "M", "version": "1", "type": "llm", "framework": "pytorch", "nodeId": NODE}
-    _post(owner, "/api/models", model, 201)
-    deployment = {"deploymentId": "d-1", "name": "D", "modelId": "m-1", "nodeId": NODE, "hardwareProfile": "cpu"}
-    _post(owner, "/api/deployments", deployment, 201)
+    NodeFactory.create(node_id=NODE, name="GPU 1", actor=owner.principal)
+    AIModelFactory.create(model_id="m-1", name="M", version="1", node_id=NODE, actor=owner.principal)
+    DeploymentFactory.create(
+        deployment_id="d-1", name="D", model_id="m-1", node_id=NODE, hardware_profile="cpu", actor=owner.principal
+    )
 
     with CaptureQueriesContext(connection) as captured:
         body = _post(owner, "/api/deployments/d-1/start", {}, 200)

@@ -7,13 +7,12 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from rest_framework.test import APIClient
 
 from deployments.models import Deployment
 from deployments.services import deployment_record_event
-from tests.api_mixin import EntityAPIContract, assert_error
-from tests.conftest import Personas
-from tests.reference_records import post_model, post_node
+from tests.support.api import EntityAPIContract, assert_error
+from tests.support.factories import AIModelFactory, NodeFactory
+from tests.support.personas import PersonaClient, Personas
 
 URL = "/api/deployments"
 
@@ -68,11 +67,10 @@ class TestDeploymentsAPI(EntityAPIContract):
             "hardwareProfile": "gpu",
         }
 
-    def make_references(self, client: APIClient) -> None:
-        post_node(client, "node-gpu-01")
-        post_node(client, "node-gpu-02")
-        post_model(client, "llama-2-7b-v1", "node-gpu-01")
-        post_model(client, "mistral-7b", "node-gpu-02")
+    def make_references(self, client: PersonaClient) -> None:
+        for node_id, model_id in (("node-gpu-01", "llama-2-7b-v1"), ("node-gpu-02", "mistral-7b")):
+            NodeFactory.create(node_id=node_id, actor=client.principal)
+            AIModelFactory.create(model_id=model_id, node_id=node_id, actor=client.principal)
 
     # --- deployment specifics ---
     def test_defaults_are_the_contracts(self, personas: Personas) -> None:
@@ -159,8 +157,8 @@ class TestDeploymentsAPI(EntityAPIContract):
         self.create(client, 1)
         few = list_queries()
         for n in range(3, 9):
-            post_node(client, f"node-gpu-{n:02d}")
-            post_model(client, f"model-{n}", f"node-gpu-{n:02d}")
+            NodeFactory.create(node_id=f"node-gpu-{n:02d}", actor=client.principal)
+            AIModelFactory.create(model_id=f"model-{n}", node_id=f"node-gpu-{n:02d}", actor=client.principal)
             self.create(client, n, modelId=f"model-{n}", nodeId=f"node-gpu-{n:02d}")
         assert list_queries() == few
 
@@ -190,8 +188,8 @@ class TestDeploymentsAPI(EntityAPIContract):
             deployment_record_event(deployment=deployment, event="x", message="x", severity="fatal")
 
     def test_reference_to_another_organizations_record_is_400(self, personas: Personas) -> None:
-        post_node(personas.owner_b, "node-only-in-b")
-        post_model(personas.owner_b, "model-only-in-b", "node-only-in-b")
+        NodeFactory.create(node_id="node-only-in-b", actor=personas.owner_b.principal)
+        AIModelFactory.create(model_id="model-only-in-b", node_id="node-only-in-b", actor=personas.owner_b.principal)
         for field, value in (("nodeId", "node-only-in-b"), ("modelId", "model-only-in-b")):
             response = personas.owner_a.post(URL, {**self.valid_body(1), field: value}, format="json")
             body = assert_error(response, 400)

@@ -10,8 +10,8 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from tests.api_mixin import assert_error
-from tests.conftest import Personas
+from tests.support.api import assert_error
+from tests.support.personas import Personas
 
 pytestmark = pytest.mark.django_db
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")

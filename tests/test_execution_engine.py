@@ -24,48 +24,19 @@ from executions.engine import (
     executions_sweep,
 )
 from executions.models import Execution
-from executions.services import execution_create
 from nodes.choices import CommandStatus
 from nodes.commands import command_acknowledged
 from nodes.models import Node, NodeCommand
-from tests.conftest import ORG_A
-from tests.gateway import OWNER_A, make_node
+from tests.support.executions import NODE, cancels_for, chain, fresh, mark_sent, step
+from tests.support.factories import ExecutionFactory, NodeFactory
+from tests.support.personas import ORG_A, OWNER_A
 
 pytestmark = pytest.mark.django_db
-
-NODE = "node-gpu-01"
-
-
-def step(index: int, depends_on: list[int] | None = None, **extra: Any) -> dict[str, Any]:
-    return {
-        "index": index,
-        "name": f"Step {index}",
-        "command": {
-            "type": "model.download",
-            "resource": {"type": "model", "id": f"model-{index}"},
-            "data": {"repository": f"hf/model-{index}"},
-        },
-        "dependsOn": depends_on or [],
-        **extra,
-    }
-
-
-def create(steps: list[dict[str, Any]], **extra: Any) -> Execution:
-    data = {"name": "Run", "category": "model", "type": "download-model", "node_id": NODE, "steps": steps, **extra}
-    return execution_create(data=data, actor=OWNER_A)
-
-
-def chain(n: int = 3, **extra: Any) -> Execution:
-    return create([step(i, [i - 1] if i else []) for i in range(n)], **extra)
 
 
 def error_of(execution: Execution) -> dict[str, Any]:
     assert isinstance(execution.error, dict), execution.error
     return execution.error
-
-
-def fresh(execution: Execution) -> Execution:
-    return Execution.objects.get(pk=execution.pk)
 
 
 def statuses(execution: Execution) -> list[str]:
@@ -96,27 +67,18 @@ def answer_command(
     )
 
 
-def mark_sent(execution: Execution, index: int) -> None:
-    """As if the node had been connected: the step's command reached it."""
-    NodeCommand.objects.filter(message_id=fresh(execution).steps[index]["sentMessageId"]).update(
-        status=CommandStatus.SENT, sent_at=timezone.now()
-    )
-
-
-def cancels_for(message_id: str) -> list[NodeCommand]:
-    return list(NodeCommand.objects.filter(type="command.cancel", data__originalMessageId=message_id))
-
-
 @pytest.fixture(autouse=True)
 def node(db: None) -> Node:
-    return make_node(NODE)[0]
+    return NodeFactory.create(node_id=NODE)
 
 
 # --- execution: pending -> running -------------------------------------------------------------
 
 
 def test_start_dispatches_every_ready_step_with_the_contracts_metadata() -> None:
-    execution = create([step(0), step(1), step(2, [0, 1], timeoutSeconds=60)], timeout_seconds=900)
+    execution = ExecutionFactory.create(
+        steps=[step(0), step(1), step(2, [0, 1], timeoutSeconds=60)], timeout_seconds=900
+    )
     started = execution_start(pk=execution.pk, actor=OWNER_A)
     assert started.status == "running"
     assert started.started_at is not None
@@ -149,7 +111,7 @@ def test_start_of_a_running_execution_is_409_without_force() -> None:
 
 
 def test_force_restarts_a_running_execution_and_withdraws_its_commands() -> None:
-    execution = create([step(0), step(1)])
+    execution = ExecutionFactory.create(steps=[step(0), step(1)])
     execution_start(pk=execution.pk, actor=OWNER_A)
     mark_sent(execution, 0)  # reached the node: it must be told to cancel
     old = [s["sentMessageId"] for s in fresh(execution).steps]
@@ -177,7 +139,7 @@ def test_start_of_a_finished_execution_is_409(status: str) -> None:
 
 
 def test_an_execution_without_steps_completes_at_start() -> None:
-    execution = create([])
+    execution = ExecutionFactory.create(steps=[])
     started = execution_start(pk=execution.pk, actor=OWNER_A)
     assert (started.status, started.progress) == ("completed", 100)
     assert started.completed_at is not None and started.next_check_at is None
@@ -185,15 +147,15 @@ def test_an_execution_without_steps_completes_at_start() -> None:
 
 def test_steps_without_a_command_complete_at_once_and_release_their_dependents() -> None:
     marker = {"index": 0, "name": "Approve", "dependsOn": []}
-    execution = create([marker, step(1, [0])])
+    execution = ExecutionFactory.create(steps=[marker, step(1, [0])])
     started = execution_start(pk=execution.pk, actor=OWNER_A)
     assert [s["status"] for s in started.steps] == ["completed", "running"]
     assert started.progress == 50
 
 
 def test_a_step_whose_node_was_deleted_fails_with_node_not_found() -> None:
-    make_node("node-gpu-02")
-    execution = create([step(0, nodeId="node-gpu-02")])
+    NodeFactory.create(node_id="node-gpu-02")
+    execution = ExecutionFactory.create(steps=[step(0, nodeId="node-gpu-02")])
     entity_delete(instance=Node.objects.get(node_id="node-gpu-02"), actor=OWNER_A)
     started = execution_start(pk=execution.pk, actor=OWNER_A)
     assert started.status == "failed"
@@ -223,7 +185,7 @@ def test_a_chain_runs_step_by_step_to_completed() -> None:
 
 
 def test_a_fan_out_dispatches_siblings_together_and_joins() -> None:
-    execution = create([step(0), step(1, [0]), step(2, [0]), step(3, [1, 2])])
+    execution = ExecutionFactory.create(steps=[step(0), step(1, [0]), step(2, [0]), step(3, [1, 2])])
     execution_start(pk=execution.pk, actor=OWNER_A)
     answer(execution, 0)
     assert statuses(execution) == ["completed", "running", "running", "pending"]
@@ -259,7 +221,7 @@ def test_a_result_without_an_ack_still_counts() -> None:  # the ack was lost on 
 
 
 def test_a_required_step_failing_fails_the_execution_with_the_nodes_error() -> None:
-    execution = create([step(0), step(1), step(2, [0, 1])])
+    execution = ExecutionFactory.create(steps=[step(0), step(1), step(2, [0, 1])])
     execution_start(pk=execution.pk, actor=OWNER_A)
     mark_sent(execution, 1)
     error = {"code": "DOWNLOAD_FAILED", "message": "Network timeout during download", "details": {"lastError": "X"}}
@@ -277,7 +239,7 @@ def test_a_required_step_failing_fails_the_execution_with_the_nodes_error() -> N
 
 
 def test_an_optional_step_failing_is_skipped_and_the_run_goes_on() -> None:
-    execution = create([step(0, optional=True), step(1, [0])])
+    execution = ExecutionFactory.create(steps=[step(0, optional=True), step(1, [0])])
     execution_start(pk=execution.pk, actor=OWNER_A)
     answer(execution, 0, "error", error={"code": "DOWNLOAD_FAILED", "message": "no space"})
     current = fresh(execution)
@@ -302,7 +264,7 @@ def later(seconds: float) -> Any:
 
 
 def test_a_step_past_its_timeout_fails_with_step_timeout_and_the_execution_times_out() -> None:
-    execution = create([step(0, timeoutSeconds=30), step(1)])
+    execution = ExecutionFactory.create(steps=[step(0, timeoutSeconds=30), step(1)])
     execution_start(pk=execution.pk, actor=OWNER_A)
     mark_sent(execution, 0)
     assert executions_sweep(now=later(10)) == 0  # nothing due yet
@@ -334,7 +296,7 @@ def _with_timeout(steps: list[dict[str, Any]], index: int, seconds: int) -> list
 
 
 def test_an_optional_step_that_times_out_is_skipped_and_its_dependents_run() -> None:
-    execution = create([step(0, timeoutSeconds=30, optional=True), step(1, [0])])
+    execution = ExecutionFactory.create(steps=[step(0, timeoutSeconds=30, optional=True), step(1, [0])])
     execution_start(pk=execution.pk, actor=OWNER_A)
     executions_sweep(now=later(31))
     current = fresh(execution)
@@ -360,7 +322,7 @@ def test_an_execution_past_its_timeout_times_out_during_a_running_step() -> None
 
 
 def test_a_step_to_an_offline_node_waits_in_the_outbox_then_times_out() -> None:
-    execution = create([step(0, timeoutSeconds=120)])
+    execution = ExecutionFactory.create(steps=[step(0, timeoutSeconds=120)])
     execution_start(pk=execution.pk, actor=OWNER_A)
     assert command_of(execution, 0).status == CommandStatus.QUEUED
     executions_sweep(now=later(121))
@@ -383,7 +345,7 @@ def test_cancel_a_pending_execution() -> None:
 
 
 def test_cancel_a_running_execution_withdraws_its_running_steps() -> None:
-    execution = create([step(0), step(1), step(2, [0])])
+    execution = ExecutionFactory.create(steps=[step(0), step(1), step(2, [0])])
     execution_start(pk=execution.pk, actor=OWNER_A)
     mark_sent(execution, 0)
     cancelled = execution_cancel(pk=execution.pk, reason="", actor=OWNER_A)
@@ -432,7 +394,7 @@ def test_retry_with_reset_steps_runs_every_step_again_with_new_commands() -> Non
 
 
 def test_retry_without_reset_keeps_completed_steps_and_reruns_the_failed_and_what_follows() -> None:
-    execution = create([step(0), step(1), step(2, [1]), step(3, [0])])
+    execution = ExecutionFactory.create(steps=[step(0), step(1), step(2, [1]), step(3, [0])])
     execution_start(pk=execution.pk, actor=OWNER_A)
     answer(execution, 0)  # completes; dispatches 3
     answer(execution, 3)
@@ -447,7 +409,7 @@ def test_retry_without_reset_keeps_completed_steps_and_reruns_the_failed_and_wha
 
 
 def test_retry_after_timeout_and_after_cancel() -> None:
-    timed_out = create([step(0, timeoutSeconds=5)])
+    timed_out = ExecutionFactory.create(steps=[step(0, timeoutSeconds=5)])
     execution_start(pk=timed_out.pk, actor=OWNER_A)
     executions_sweep(now=later(6))
     assert execution_retry(pk=timed_out.pk, actor=OWNER_A).status == "running"
@@ -493,7 +455,7 @@ def test_a_second_result_for_a_finished_step_changes_nothing() -> None:
 
 
 def test_an_answer_from_another_node_is_refused() -> None:
-    make_node("node-gpu-02")
+    NodeFactory.create(node_id="node-gpu-02")
     execution = chain(1)
     execution_start(pk=execution.pk, actor=OWNER_A)
     with pytest.raises(NotFoundError):
@@ -521,7 +483,7 @@ def test_the_sweep_command_runs_one_pass_and_reports_it() -> None:
 
     from django.core.management import call_command
 
-    execution = create([step(0, timeoutSeconds=1)])
+    execution = ExecutionFactory.create(steps=[step(0, timeoutSeconds=1)])
     execution_start(pk=execution.pk, actor=OWNER_A)
     Execution.objects.filter(pk=execution.pk).update(next_check_at=timezone.now() - timedelta(seconds=1))
     steps = fresh(execution).steps

@@ -17,8 +17,9 @@ from django.utils import timezone
 from executions.engine import executions_sweep
 from executions.models import Execution
 from nodes.models import Node, NodeCommand
-from tests.gateway import LiveGateway, make_node
-from tests.test_gateway_socketio import Daemon, Rest, daemon_for, message
+from tests.support.daemons import Daemon, daemon_for, message
+from tests.support.factories import AIModelFactory, DeploymentFactory, NodeFactory
+from tests.support.live_server import LiveGateway, Rest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,15 +27,9 @@ NODE = "node-gpu-01"
 ENDPOINT = "http://10.10.0.101:8080/v1/chat"
 
 
-def fleet(rest: Rest) -> None:
-    rest.post(
-        "/api/models",
-        {"modelId": "llama-2-7b-v1", "name": "Llama 2 7B", "type": "llm", "framework": "pytorch", "nodeId": NODE},
-    )
-    rest.post(
-        "/api/deployments",
-        {"deploymentId": "deploy-llama-prod-01", "name": "prod", "modelId": "llama-2-7b-v1", "nodeId": NODE},
-    )
+def fleet() -> None:
+    AIModelFactory.create(model_id="llama-2-7b-v1", name="Llama 2 7B", node_id=NODE)
+    DeploymentFactory.create(deployment_id="deploy-llama-prod-01", name="prod", model_id="llama-2-7b-v1", node_id=NODE)
 
 
 async def ack(daemon: Daemon, command: dict[str, Any]) -> None:
@@ -53,9 +48,9 @@ async def result(daemon: Daemon, command: dict[str, Any], status: str = "success
 
 
 def test_a_daemon_takes_a_deployment_to_running_and_back_to_stopped(gateway: LiveGateway) -> None:
-    _, token = make_node(NODE)
+    _, token = NodeFactory.with_token(node_id=NODE)
     rest = Rest(gateway)
-    fleet(rest)
+    fleet()
 
     async def scenario() -> None:
         async with daemon_for(gateway, {"token": token}) as daemon:
@@ -120,9 +115,9 @@ def test_a_daemon_takes_a_deployment_to_running_and_back_to_stopped(gateway: Liv
 
 
 def test_a_node_that_disconnects_mid_step_and_never_answers_times_out(gateway: LiveGateway) -> None:
-    _, token = make_node(NODE)
+    _, token = NodeFactory.with_token(node_id=NODE)
     rest = Rest(gateway)
-    fleet(rest)
+    fleet()
 
     async def scenario() -> str:
         async with daemon_for(gateway, {"token": token}) as daemon:
@@ -154,9 +149,9 @@ def test_a_node_that_disconnects_mid_step_and_never_answers_times_out(gateway: L
 
 
 def test_a_step_for_an_offline_node_is_delivered_when_it_registers(gateway: LiveGateway) -> None:
-    _, token = make_node(NODE)
+    _, token = NodeFactory.with_token(node_id=NODE)
     rest = Rest(gateway)
-    fleet(rest)
+    fleet()
     body = rest.post("/api/models/llama-2-7b-v1/download", {}, expect=200)
 
     async def scenario() -> None:

@@ -21,16 +21,11 @@ from typing import Any
 import pytest
 
 from executions.workflows import DOWNLOAD_TIMEOUT_SECONDS, START_TIMEOUT_SECONDS, STOP_MARGIN_SECONDS
-from tests.gateway import LiveGateway, make_node
-from tests.test_gateway_npm_client import (
-    ENVELOPE_KEYS,
-    DaemonProcess,
-    Rest,
-    _iso,
-    node_binary,  # noqa: F401  (a fixture: imported so pytest finds it here)
-    poll,
-    run_daemon,
-)
+from tests.support.daemons import ENVELOPE_KEYS
+from tests.support.factories import NodeFactory
+from tests.support.live_server import LiveGateway, Rest
+from tests.support.npm_daemon import DaemonProcess, iso, poll, run_daemon
+from tests.support.personas import OWNER_A
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -111,7 +106,7 @@ def received_command(daemon: DaemonProcess, type_: str, execution_id: str) -> di
     command: dict[str, Any] = daemon.wait_for("received", type_, of_execution(execution_id), timeout=WAIT)["data"]
     assert set(command) == ENVELOPE_KEYS, command
     assert command["type"] == type_ and command["messageId"], command
-    assert _iso(command["timestamp"]).tzinfo is not None, command
+    assert iso(command["timestamp"]).tzinfo is not None, command
     assert command["metadata"]["executionId"] == execution_id, command
     return command
 
@@ -138,7 +133,7 @@ def answers_to(daemon: DaemonProcess, command: dict[str, Any], count: int) -> li
         assert set(body) == ANSWER_KEYS and body["metadata"] == command["metadata"], body
         keys = ACK_DATA_KEYS if body["type"] == "command.ack" else RESULT_DATA_KEYS
         assert set(body["data"]) == keys, body
-        assert _iso(body["timestamp"]).tzinfo is not None, body
+        assert iso(body["timestamp"]).tzinfo is not None, body
     return sent
 
 
@@ -147,12 +142,12 @@ def node_commands(api: Api, node_pk: str) -> dict[str, dict[str, Any]]:
 
 
 def test_the_npm_daemon_takes_a_deployment_through_the_engine_to_running_and_back_to_stopped(
-    node_binary: str,  # noqa: F811
+    node_binary: str,
     gateway: LiveGateway,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    node, token = make_node(NODE)
-    api = Api(gateway.url)
+    node, token = NodeFactory.with_token(node_id=NODE)
+    api = Api(gateway, user_id=OWNER_A.user_id, username="owner-a")
     fleet(api)
     monkeypatch.setenv("AIWM_ANSWER_COMMANDS", "1")
     monkeypatch.delenv("AIWM_HOLD_COMMANDS", raising=False)
@@ -196,7 +191,7 @@ def test_the_npm_daemon_takes_a_deployment_through_the_engine_to_running_and_bac
             "priority": "high",
         }
         # The second step was sent only once the first had succeeded.
-        assert _iso(start["timestamp"]) >= _iso(download["timestamp"])
+        assert iso(start["timestamp"]) >= iso(download["timestamp"])
 
         # The execution is read first: its last step commits with the deployment's change, so once
         # it shows `completed` the deployment and model read after it are final.
@@ -310,7 +305,7 @@ def test_the_npm_daemon_takes_a_deployment_through_the_engine_to_running_and_bac
             "engine.stopped",
         ], events
         assert {event["severity"] for event in events} == {"info"}
-        times = [_iso(event["timestamp"]) for event in events]
+        times = [iso(event["timestamp"]) for event in events]
         assert times == sorted(times), events
         assert execution_id in events[0]["message"] and execution_id in events[2]["message"]
         assert ENDPOINT in events[1]["message"] and ENDPOINT in events[2]["message"]
@@ -325,12 +320,12 @@ def test_the_npm_daemon_takes_a_deployment_through_the_engine_to_running_and_bac
 
 
 def test_a_stop_during_the_download_cancels_it_and_the_npm_daemon_acknowledges_the_cancel(
-    node_binary: str,  # noqa: F811
+    node_binary: str,
     gateway: LiveGateway,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    node, token = make_node(NODE)
-    api = Api(gateway.url)
+    node, token = NodeFactory.with_token(node_id=NODE)
+    api = Api(gateway, user_id=OWNER_A.user_id, username="owner-a")
     fleet(api)
     monkeypatch.setenv("AIWM_ANSWER_COMMANDS", "1")
     monkeypatch.setenv("AIWM_HOLD_COMMANDS", "model.download")  # acknowledged, never finished

@@ -31,7 +31,7 @@ PostgreSQL grants a row lock to its waiters in the order they queued, so each ou
 is exercised on purpose and then checked against the same invariants as the free-for-all rounds.
 
 Child processes (daphne web processes, a Celery worker and beat, `manage.py shell`) use the
-helpers of test_gateway_redis.py against the test's PostgreSQL database (committed data:
+helpers of tests/support/processes.py against the test's PostgreSQL database (committed data:
 `transaction=True`) and the suite's Redis test database.
 """
 
@@ -60,21 +60,21 @@ from gateway.identity import NodeIdentity
 from gateway.protocol import Connection, apply_message
 from nodes.commands import commands_pending_for
 from nodes.models import InboundMessage, Node, NodeCommand
-from tests.conftest import ORG_A
-from tests.gateway import OWNER_A, eventually, free_port, make_node
-from tests.test_execution_engine import NODE, cancels_for, chain, create, fresh, mark_sent, step
-from tests.test_gateway_redis import (  # `processes` is a fixture `cluster` builds on
-    ROOT,
+from tests.support.daemons import Daemon, message
+from tests.support.environment import ROOT
+from tests.support.executions import NODE, cancels_for, chain, fresh, mark_sent, step
+from tests.support.factories import ExecutionFactory, NodeFactory
+from tests.support.live_server import eventually, free_port
+from tests.support.personas import ORG_A, OWNER_A
+from tests.support.processes import (
     STARTUP_SECONDS,
     SWEEP_SECONDS,
     Processes,
     make_stale,
     post_json,
-    processes,  # noqa: F401
     user_token,
     wait_offline,
 )
-from tests.test_gateway_socketio import Daemon, message
 
 ROUNDS = 6
 THREAD_SECONDS = 30  # a thread blocked longer than this is a deadlock, not a slow machine
@@ -179,7 +179,7 @@ def step_commands(execution: Execution, index: int) -> list[NodeCommand]:
 
 @pytest.fixture
 def node(transactional_db: None) -> Node:
-    return make_node(NODE)[0]
+    return NodeFactory.create(node_id=NODE)
 
 
 # --- 1. the same result twice, at once -----------------------------------------------------------
@@ -287,11 +287,10 @@ def test_cancel_racing_the_final_result_applies_one_or_the_other(node: Node, ord
 
 
 @pytest.fixture
-def cluster(request: pytest.FixtureRequest) -> Processes:
+def cluster(processes: Processes) -> Processes:
     """Child processes sharing the test's database and Redis database 14, stopped at the end:
-    test_gateway_redis.py's set-up (the same secrets, an own pub/sub channel, no in-process sweep)."""
-    children: Processes = request.getfixturevalue("processes")
-    return children
+    tests/support/processes.py's set-up (the same secrets, an own pub/sub channel, no in-process sweep)."""
+    return processes
 
 
 def start_web(cluster: Processes, name: str, port: int) -> None:
@@ -339,10 +338,10 @@ async def db(function: Callable[[], Any]) -> Any:
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
 def test_celery_beat_times_out_a_step_whose_node_never_answers(node: Node, cluster: Processes, tmp_path: Path) -> None:
-    witness, _ = make_node("node-beat-witness")
+    witness = NodeFactory.create(node_id="node-beat-witness")
     make_stale(witness)
     # Step 0 times out after 2 s; step 1 waits on it and must never be dispatched.
-    execution = create([step(0, timeoutSeconds=2), step(1, [0])], timeout_seconds=3600)
+    execution = ExecutionFactory.create(steps=[step(0, timeoutSeconds=2), step(1, [0])], timeout_seconds=3600)
 
     def scenario() -> None:
         start_sweepers(cluster, tmp_path)
@@ -422,8 +421,8 @@ def start_and_crash(cluster: Processes, execution: Execution, crash_point: str) 
 def test_a_process_killed_mid_dispatch_is_recovered_by_the_sweep_exactly_once(
     cluster: Processes, tmp_path: Path, crash_point: str
 ) -> None:
-    _, token = make_node(NODE)
-    execution = create([step(0)])
+    _, token = NodeFactory.with_token(node_id=NODE)
+    execution = ExecutionFactory.create(steps=[step(0)])
     port = free_port()
     # Left `sent`, the command waits for the ack timeout: short here, 60 s by default.
     sweeper_env = {"AIWM_COMMAND_ACK_TIMEOUT_SECONDS": "3"} if crash_point == "deliver-to-node" else {}
@@ -490,7 +489,7 @@ class ReconnectingDaemon(Daemon):
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
 def test_a_command_outlives_a_killed_web_process_and_the_execution_completes(cluster: Processes) -> None:
-    _, token = make_node(NODE)
+    _, token = NodeFactory.with_token(node_id=NODE)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     definition = {
@@ -576,7 +575,7 @@ def test_a_command_outlives_a_killed_web_process_and_the_execution_completes(clu
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_cancel_racing_a_delivery_still_tells_the_node(node: Node) -> None:
-    execution = create([step(0)])
+    execution = ExecutionFactory.create(steps=[step(0)])
     execution_start(pk=execution.pk, actor=OWNER_A)
     (command,) = step_commands(execution, 0)
     assert command.status == "queued"  # the node was offline

@@ -8,9 +8,10 @@ import pytest
 
 from executions.models import Execution
 from executions.steps import build_steps, find_cycles
-from tests.api_mixin import assert_error
-from tests.conftest import Personas
-from tests.test_executions_api import URL, make_node
+from tests.support.api import assert_error
+from tests.support.executions import URL
+from tests.support.factories import NodeFactory
+from tests.support.personas import Personas
 
 
 def step(index: Any, name: str = "", **fields: Any) -> dict[str, Any]:
@@ -23,8 +24,8 @@ def download(model_id: str = "llama-2-7b-v1") -> dict[str, Any]:
 
 @pytest.fixture
 def client(personas: Personas) -> Any:
-    make_node(personas.owner_a, "node-gpu-01")
-    make_node(personas.owner_b, "node-of-org-b")
+    NodeFactory.create(node_id="node-gpu-01", actor=personas.owner_a.principal)
+    NodeFactory.create(node_id="node-of-org-b", actor=personas.owner_b.principal)
     return personas.owner_a
 
 
@@ -225,7 +226,7 @@ def test_step_node_of_another_organization(client: Any) -> None:
 
 
 def test_deleted_step_node(client: Any) -> None:
-    make_node(client, "node-gone")
+    NodeFactory.create(node_id="node-gone", actor=client.principal)
     assert client.delete("/api/nodes/node-gone").status_code == 200
     errors = rejected(client, [step(0, nodeId="node-gone")])
     assert errors == ["steps[0].nodeId: Node 'node-gone' does not exist"]

@@ -15,9 +15,10 @@ from deployments.models import Deployment
 from executions.engine import execution_apply_result
 from executions.models import Execution
 from models_registry.models import AIModel
-from nodes.models import Node, NodeCommand
-from tests.api_mixin import assert_error
-from tests.conftest import ORG_A, Personas
+from nodes.models import NodeCommand
+from tests.support.api import assert_error
+from tests.support.factories import AIModelFactory, DeploymentFactory, NodeFactory
+from tests.support.personas import ORG_A, Personas
 
 pytestmark = pytest.mark.django_db
 
@@ -42,37 +43,27 @@ def answer(message_id: str, status: str = "success", **data: Any) -> None:
 @pytest.fixture
 def fleet(personas: Personas) -> Personas:
     """A node with one GPU, a model registered on it, a deployment of that model."""
-    owner = personas.owner_a
-    post(owner, "/api/nodes", {"nodeId": NODE, "name": "GPU 1", "cpuCores": 16}, 201)
-    Node.objects.filter(node_id=NODE).update(gpu_devices=[{"deviceId": "GPU-0"}, {"deviceId": "GPU-1"}])
-    post(
-        owner,
-        "/api/models",
-        {
-            "modelId": "llama-2-7b-v1",
-            "name": "Llama 2 7B",
-            "version": "1.0.0",
-            "type": "llm",
-            "framework": "pytorch",
-            "repository": "huggingface.co/meta-llama/Llama-2-7b-chat-hf",
-            "fileName": "model.safetensors",
-            "nodeId": NODE,
-        },
-        201,
+    actor = personas.owner_a.principal
+    NodeFactory.create(
+        node_id=NODE, name="GPU 1", gpu_devices=[{"deviceId": "GPU-0"}, {"deviceId": "GPU-1"}], actor=actor
     )
-    post(
-        owner,
-        "/api/deployments",
-        {
-            "deploymentId": "deploy-llama-prod-01",
-            "name": "Llama prod",
-            "modelId": "llama-2-7b-v1",
-            "nodeId": NODE,
-            "replicas": 2,
-            "hardwareProfile": "gpu",
-            "containerPort": 8080,
-        },
-        201,
+    AIModelFactory.create(
+        model_id="llama-2-7b-v1",
+        name="Llama 2 7B",
+        version="1.0.0",
+        repository="huggingface.co/meta-llama/Llama-2-7b-chat-hf",
+        file_name="model.safetensors",
+        node_id=NODE,
+        actor=actor,
+    )
+    DeploymentFactory.create(
+        deployment_id="deploy-llama-prod-01",
+        name="Llama prod",
+        node_id=NODE,
+        replicas=2,
+        hardware_profile="gpu",
+        container_port=8080,
+        actor=actor,
     )
     return personas
 

@@ -7,16 +7,16 @@ from typing import Any
 
 import pytest
 from django.db import connection
-from rest_framework.test import APIClient
 
 from aiwm_project.auth import Principal
 from aiwm_project.exceptions import ConflictError
 from executions.models import Execution
 from executions.services import execution_create, execution_delete, execution_update
-from tests.api_mixin import EntityAPIContract, assert_error
-from tests.conftest import ORG_A, ORG_B, Personas
+from tests.support.api import EntityAPIContract, assert_error
+from tests.support.executions import URL, set_status
+from tests.support.factories import ExecutionFactory, NodeFactory
+from tests.support.personas import ORG_A, ORG_B, PersonaClient, Personas
 
-URL = "/api/executions"
 STATS_URL = f"{URL}/_statistics/summary"
 STEP_RUN_STATE = {
     "status": "pending",
@@ -28,12 +28,6 @@ STEP_RUN_STATE = {
     "sentMessageId": None,
     "receivedMessageId": None,
 }
-
-
-def make_node(client: APIClient, node_id: str) -> None:
-    body = {"nodeId": node_id, "name": node_id, "cpuCores": 16}
-    response = client.post("/api/nodes", body, format="json")
-    assert response.status_code == 201, response.json()
 
 
 def stored_step(index: int, **definition: Any) -> dict[str, Any]:
@@ -51,11 +45,6 @@ def stored_step(index: int, **definition: Any) -> dict[str, Any]:
     }
     step.update(definition)
     return step
-
-
-def set_status(execution_id: str, status: str, org_id: str = ORG_A) -> None:
-    """Puts an execution in a state directly, for tests of what the API allows in that state."""
-    Execution.objects.filter(owner_org_id=org_id, execution_id=execution_id).update(status=status)
 
 
 class TestExecutionsAPI(EntityAPIContract):
@@ -134,16 +123,16 @@ class TestExecutionsAPI(EntityAPIContract):
             ],
         }
 
-    def make_references(self, client: APIClient) -> None:
-        make_node(client, "node-gpu-01")
-        make_node(client, "node-gpu-02")
+    def make_references(self, client: PersonaClient) -> None:
+        NodeFactory.create(node_id="node-gpu-01", actor=client.principal)
+        NodeFactory.create(node_id="node-gpu-02", actor=client.principal)
 
 
 # --- create: the contract's example and server-owned fields ---
 
 
 def test_create_contract_example_returns_pending_execution(personas: Personas) -> None:
-    make_node(personas.owner_a, "node-gpu-01")
+    NodeFactory.create(node_id="node-gpu-01", actor=personas.owner_a.principal)
     body = {
         "executionId": "exec-deploy-llama-001",
         "name": "Deploy Llama 2 Model",
@@ -178,7 +167,7 @@ def test_create_contract_example_returns_pending_execution(personas: Personas) -
 
 
 def test_client_sent_run_state_is_ignored(personas: Personas) -> None:
-    make_node(personas.owner_a, "node-gpu-01")
+    NodeFactory.create(node_id="node-gpu-01", actor=personas.owner_a.principal)
     forged = {
         "status": "completed",
         "progress": 100,
@@ -236,7 +225,7 @@ def test_execution_id_is_generated_when_not_sent(personas: Personas) -> None:
 
 def test_involved_node_ids_are_execution_node_then_step_nodes_deduplicated(personas: Personas) -> None:
     for node in ("node-a", "node-b", "node-c"):
-        make_node(personas.owner_a, node)
+        NodeFactory.create(node_id=node, actor=personas.owner_a.principal)
     steps = [
         {"index": 0, "name": "s0", "nodeId": "node-b"},
         {"index": 1, "name": "s1"},  # the execution's node
@@ -279,8 +268,8 @@ def test_child_execution_is_listed_on_its_parent(personas: Personas) -> None:
 def spread(personas: Personas) -> dict[str, str]:
     """Four executions of org A (and one of org B) that differ in every plain filter."""
     for client in (personas.owner_a, personas.owner_b):
-        make_node(client, "node-gpu-01")
-        make_node(client, "node-gpu-02")
+        NodeFactory.create(node_id="node-gpu-01", actor=client.principal)
+        NodeFactory.create(node_id="node-gpu-02", actor=client.principal)
     rows = {
         "deploy": {"category": "deployment", "type": "deploy-model", "resourceType": "deployment",
                    "resourceId": "deploy-llama-prod-01", "nodeId": "node-gpu-01"},
@@ -361,8 +350,8 @@ def test_plain_filter_values_outside_the_enumeration_are_400(personas: Personas,
 
 @pytest.fixture
 def pending(personas: Personas) -> dict:
-    make_node(personas.owner_a, "node-gpu-01")
-    make_node(personas.owner_a, "node-gpu-02")
+    NodeFactory.create(node_id="node-gpu-01", actor=personas.owner_a.principal)
+    NodeFactory.create(node_id="node-gpu-02", actor=personas.owner_a.principal)
     body = {
         "executionId": "exec-1",
         "name": "Deploy",
@@ -511,7 +500,7 @@ def test_delete_loses_to_an_engine_start_that_happened_after_the_read(personas: 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_children_all_land_on_the_parent(personas: Personas) -> None:
     base = {"category": "batch", "type": "batch-run"}
-    execution_create(data={**base, "execution_id": "parent", "name": "p"}, actor=_principal())
+    ExecutionFactory.create(**base, execution_id="parent", name="p", node_id=None, actor=_principal())
     barrier = threading.Barrier(4)
     failures: list[BaseException] = []
 

@@ -15,20 +15,11 @@ from asgiref.sync import async_to_sync, sync_to_async
 
 from deployments.models import Deployment, DeploymentLog
 from nodes.models import InboundMessage, Node, NodeCommand, NodeMetric
-from tests.gateway import LiveGateway, eventually, make_node
-from tests.test_gateway_plain_ws import ws_daemon
-from tests.test_gateway_socketio import (  # noqa: F401  (quick_polling, sqlite_reads_take_no_locks: fixtures)
-    DOWNLOAD,
-    Rest,
-    daemon_for,
-    make_deployment,
-    message,
-    quick_polling,
-    sqlite_reads_take_no_locks,
-    until,
-)
+from tests.support.daemons import DOWNLOAD, daemon_for, message, ws_daemon
+from tests.support.factories import NodeFactory, deployment_with_model
+from tests.support.live_server import LiveGateway, Rest, eventually, until
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sqlite_reads_take_no_locks")]
 
 MIB = 1024 * 1024
 
@@ -63,11 +54,11 @@ def big_metrics(size: int) -> dict[str, Any]:
 @pytest.fixture
 def world(gateway: LiveGateway) -> dict[str, Any]:
     """Two nodes with a deployment and a sent command each: what a bad frame must not touch."""
-    node, token = make_node()
-    other, other_token = make_node("node-gpu-02")
+    node, token = NodeFactory.with_token()
+    other, other_token = NodeFactory.with_token(node_id="node-gpu-02")
     rest = Rest(gateway)
-    make_deployment(rest, "d1", "node-gpu-01")
-    make_deployment(rest, "d2", "node-gpu-02")
+    deployment_with_model("d1", "node-gpu-01")
+    deployment_with_model("d2", "node-gpu-02")
     command = rest.post(f"/api/nodes/{node.pk}/commands", DOWNLOAD)
     return {"node": node, "token": token, "other": other, "other_token": other_token, "rest": rest, "command": command}
 

@@ -4,129 +4,31 @@ The same JSON envelopes as Socket.IO, as text frames. Auth by `Authorization: Be
 handshake (plus `X-Node-Id` or `?nodeId=` for a user token) or by a first frame
 `{"type": "auth", "data": {"token", "nodeId"}}`; a refusal closes with 4401.
 
-Synchronization as in test_gateway_socketio: a `barrier()` after frames without reply.
+Synchronization as over Socket.IO: a `barrier()` after frames without reply (tests/support/daemons.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from aiwm_project.auth import issue_user_token
 from deployments.models import Deployment, DeploymentLog
 from gateway import consumers
 from nodes.models import InboundMessage, Node, NodeCommand
 from nodes.services import node_issue_token
-from tests.conftest import ORG_A, ORG_B
-from tests.gateway import OWNER_B, LiveGateway, make_node
-from tests.test_gateway_socketio import (  # noqa: F401  (sqlite_reads_take_no_locks: an autouse fixture)
-    DOWNLOAD,
-    ENVELOPE_KEYS,
-    TIMEOUT,
-    Rest,
-    make_deployment,
-    message,
-    sqlite_reads_take_no_locks,
-    until,
-)
+from tests.support.daemons import DOWNLOAD, ENVELOPE_KEYS, message, ws_daemon
+from tests.support.factories import NodeFactory, deployment_with_model
+from tests.support.live_server import LiveGateway, Rest
+from tests.support.personas import ORG_A, ORG_B, OWNER_B
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class WsDaemon:
-    """A plain-WebSocket daemon: JSON text frames in and out."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.node_id: str | None = None  # from its connection.ack
-
-    async def send(self, body: Any) -> Any:
-        await self.ws.send(json.dumps(body))
-        return body
-
-    async def send_raw(self, frame: str | bytes) -> None:
-        await self.ws.send(frame)
-
-    async def next(self, expected: str | None = None, timeout: float = TIMEOUT) -> dict[str, Any]:
-        frame = await asyncio.wait_for(self.ws.recv(), timeout)
-        assert isinstance(frame, str), frame
-        body = json.loads(frame)
-        if body.get("type") == "connection.ack":
-            self.node_id = body["nodeId"]
-        if expected is not None:
-            assert body["type"] == expected, body
-        return body
-
-    async def error(self, code: str | None = None) -> dict[str, Any]:
-        body = await self.next("error")
-        assert body["messageId"] and body["timestamp"], body
-        if code is not None:
-            assert body["data"]["code"] == code, body
-        return body["data"]
-
-    async def register(self, **data: Any) -> dict[str, Any]:
-        await self.send(message("node.register", {"hostname": "gpu-server-01", **data}))
-        return (await self.next("register.ack"))["data"]
-
-    async def barrier(self) -> None:
-        """Return once every frame sent before has been applied (frames are handled in order)."""
-        probe = message("test.barrier")
-        await self.send(probe)
-        # Refused as UNKNOWN_TYPE (or RATE_LIMITED during a flood): either way, answered in order.
-        assert (await self.error())["originalMessageId"] == probe["messageId"]
-
-    async def close_code(self, timeout: float = TIMEOUT) -> tuple[int | None, list[dict[str, Any]]]:
-        """Read until the server closes; returns its close code and the frames before it."""
-        frames = []
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    frames.append(json.loads(await self.ws.recv()))
-        except ConnectionClosed as exc:
-            return (exc.rcvd.code if exc.rcvd else None), frames
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
-@asynccontextmanager
-async def ws_daemon(
-    gateway: LiveGateway,
-    token: str | None = None,
-    *,
-    headers: dict[str, str] | None = None,
-    query: str = "",
-    first_frame: Any = None,
-    ack: bool = True,
-    settle: bool = True,
-) -> AsyncIterator[WsDaemon]:
-    """A plain-WebSocket daemon; authenticated by header (token) or first frame; ack consumed.
-
-    With `settle`, a clean exit waits until the server has recorded the disconnect (the node is
-    not connected any more: only right when no other connection of that node is open)."""
-    all_headers = dict(headers or {})
-    if token is not None:
-        all_headers["Authorization"] = f"Bearer {token}"
-    url = gateway.ws_url + (f"?{query}" if query else "")
-    async with connect(url, additional_headers=all_headers, max_size=None, open_timeout=TIMEOUT) as ws:
-        daemon = WsDaemon(ws)
-        if first_frame is not None:
-            await daemon.send(first_frame)
-        if ack:
-            body = await daemon.next("connection.ack")
-            assert body["status"] == "success", body
-        yield daemon
-    node_id = daemon.node_id  # set once it was accepted
-    if settle and node_id is not None:
-        assert await until(lambda: not Node.objects.filter(node_id=node_id, websocket_connected=True).exists())
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sqlite_reads_take_no_locks")]
 
 
 def auth_frame(token: Any, node_id: Any = None) -> dict[str, Any]:
@@ -135,7 +37,7 @@ def auth_frame(token: Any, node_id: Any = None) -> dict[str, Any]:
 
 
 def test_header_auth_full_flow(gateway: LiveGateway) -> None:
-    node, token = make_node()
+    node, token = NodeFactory.with_token()
     rest = Rest(gateway)
     url = f"/api/nodes/{node.pk}/commands"
 
@@ -179,7 +81,7 @@ def test_header_auth_full_flow(gateway: LiveGateway) -> None:
 
 
 def test_first_frame_auth(gateway: LiveGateway) -> None:
-    node, token = make_node()
+    node, token = NodeFactory.with_token()
     rest = Rest(gateway)
     queued = rest.post(f"/api/nodes/{node.pk}/commands", DOWNLOAD)
 
@@ -198,7 +100,7 @@ def test_first_frame_auth(gateway: LiveGateway) -> None:
 
 @pytest.mark.parametrize("how", ["X-Node-Id", "query", "first frame", "first frame by _id"])
 def test_user_token_with_write_rights_names_its_node(gateway: LiveGateway, how: str) -> None:
-    node, _ = make_node()
+    node = NodeFactory.create()
     token = issue_user_token(user_id="u", username="u", org_id=ORG_A, roles=["organization.editor"])
     choices: dict[str, dict[str, Any]] = {
         "X-Node-Id": {"token": token, "headers": {"X-Node-Id": "node-gpu-01"}},
@@ -258,8 +160,8 @@ REFUSED: dict[str, Callable[[Node, Any], dict[str, Any]]] = {
 
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_refused_connections_close_with_4401(gateway: LiveGateway, settings: Any, case: str) -> None:
-    node, _ = make_node()
-    make_node("node-b", actor=OWNER_B)
+    node = NodeFactory.create()
+    NodeFactory.create(node_id="node-b", actor=OWNER_B)
     options = REFUSED[case](node, settings)
 
     async def scenario() -> tuple[int | None, list[dict[str, Any]]]:
@@ -276,7 +178,7 @@ def test_refused_connections_close_with_4401(gateway: LiveGateway, settings: Any
 def test_first_frame_invalid_json_and_silence_are_refused(
     gateway: LiveGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    make_node()
+    NodeFactory.create()
     monkeypatch.setattr(consumers, "AUTH_TIMEOUT_SECONDS", 0.3)
 
     async def scenario() -> tuple[Any, Any]:
@@ -316,10 +218,10 @@ def test_a_client_gone_before_authenticating_leaves_no_stray_close(
 
 
 def test_a_node_cannot_speak_for_another_node_or_its_deployments(gateway: LiveGateway) -> None:
-    _, token = make_node()
-    other, _ = make_node("node-gpu-02")
+    _, token = NodeFactory.with_token()
+    other = NodeFactory.create(node_id="node-gpu-02")
     rest = Rest(gateway)
-    make_deployment(rest, "d-other", "node-gpu-02")
+    deployment_with_model("d-other", "node-gpu-02")
     theirs = rest.post(f"/api/nodes/{other.pk}/commands", DOWNLOAD)
     before = (list(Deployment.objects.values()), list(NodeCommand.objects.values()))
 
@@ -346,7 +248,7 @@ def test_a_node_cannot_speak_for_another_node_or_its_deployments(gateway: LiveGa
 
 def test_both_transports_of_one_node_get_live_commands(gateway: LiveGateway) -> None:
     """A node on the plain WebSocket gets its commands even when no Socket.IO client ever connected."""
-    node, token = make_node()
+    node, token = NodeFactory.with_token()
     rest = Rest(gateway)
 
     async def scenario() -> list[dict[str, Any]]:

@@ -11,51 +11,56 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from deployments.models import DeploymentLog
 from gateway.identity import ConnectionRefused, authenticate_connection
-from nodes.models import NodeCommand, NodeMetric
-from tests.api_mixin import assert_error
-from tests.conftest import ORG_A, Personas, client_for
+from nodes.models import Node, NodeCommand, NodeMetric
+from tests.support.api import assert_error
+from tests.support.factories import (
+    AIModelFactory,
+    DeploymentFactory,
+    DeploymentLogFactory,
+    NodeFactory,
+    NodeMetricFactory,
+)
+from tests.support.personas import ORG_A, Personas, client_for
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def node(personas: Personas) -> dict:
-    body = {"nodeId": "node-gpu-01", "name": "GPU 1", "cpuCores": 16}
-    return personas.owner_a.post("/api/nodes", body, format="json").json()
+def node(personas: Personas) -> Node:
+    return NodeFactory.create(name="GPU 1", actor=personas.owner_a.principal)
 
 
-def test_token_names_one_node_and_rotation_revokes_the_old(personas: Personas, node: dict) -> None:
-    response = personas.editor_a.post(f"/api/nodes/{node['_id']}/token")
+def test_token_names_one_node_and_rotation_revokes_the_old(personas: Personas, node: Node) -> None:
+    response = personas.editor_a.post(f"/api/nodes/{node.pk}/token")
     assert response.status_code == 201
     body = response.json()
     assert body["nodeId"] == "node-gpu-01" and body["expiresAt"].endswith("Z")
     claims = jwt.decode(body["token"], settings.AIWM_NODE_TOKEN_SECRET, algorithms=["HS256"])
-    assert claims["typ"] == "node" and claims["orgId"] == ORG_A and claims["sub"] == node["_id"]
+    assert claims["typ"] == "node" and claims["orgId"] == ORG_A and claims["sub"] == node.pk
     assert authenticate_connection(body["token"]).node_id == "node-gpu-01"
     newer = personas.owner_a.post("/api/nodes/node-gpu-01/token").json()["token"]
     with pytest.raises(ConnectionRefused, match="revoked"):
         authenticate_connection(body["token"])
-    assert authenticate_connection(newer).node_pk == node["_id"]
+    assert authenticate_connection(newer).node_pk == node.pk
     # A node token is not a REST credential.
     client = client_for(user_id="x", org_id=ORG_A, roles=["organization.owner"])
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {newer}")
     assert_error(client.get("/api/nodes"), 401)
 
 
-def test_token_needs_write_rights_and_the_right_org(personas: Personas, node: dict) -> None:
-    body = assert_error(personas.viewer_a.post(f"/api/nodes/{node['_id']}/token"), 403)
+def test_token_needs_write_rights_and_the_right_org(personas: Personas, node: Node) -> None:
+    body = assert_error(personas.viewer_a.post(f"/api/nodes/{node.pk}/token"), 403)
     assert body["message"] == "You do not have permission to update"
-    assert_error(personas.owner_b.post(f"/api/nodes/{node['_id']}/token"), 404)
+    assert_error(personas.owner_b.post(f"/api/nodes/{node.pk}/token"), 404)
 
 
-def test_user_tokens_may_speak_only_for_a_node_of_their_org(personas: Personas, node: dict) -> None:
+def test_user_tokens_may_speak_only_for_a_node_of_their_org(personas: Personas, node: Node) -> None:
     from aiwm_project.auth import issue_user_token
 
     editor = issue_user_token(user_id="u", username="u", org_id=ORG_A, roles=["organization.editor"])
     assert authenticate_connection(editor, "node-gpu-01").via == "user-token"
-    assert authenticate_connection(editor, node["_id"]).node_id == "node-gpu-01"
+    assert authenticate_connection(editor, node.pk).node_id == "node-gpu-01"
     for token, hint, reason in (
         (editor, None, "auth.nodeId"),
         (editor, "other-node", "not found"),
@@ -76,25 +81,25 @@ def test_user_tokens_may_speak_only_for_a_node_of_their_org(personas: Personas, 
             authenticate_connection(token, hint)
 
 
-def test_expired_node_token_is_refused(personas: Personas, node: dict, settings) -> None:  # type: ignore[no-untyped-def]
+def test_expired_node_token_is_refused(personas: Personas, node: Node, settings) -> None:  # type: ignore[no-untyped-def]
     settings.AIWM_NODE_TOKEN_TTL_DAYS = -1
-    token = personas.owner_a.post(f"/api/nodes/{node['_id']}/token").json()["token"]
+    token = personas.owner_a.post(f"/api/nodes/{node.pk}/token").json()["token"]
     with pytest.raises(ConnectionRefused, match="expired"):
         authenticate_connection(token)
 
 
-def test_issue_node_token_command(node: dict) -> None:
+def test_issue_node_token_command(node: Node) -> None:
     out = io.StringIO()
     call_command("issue_node_token", "node-gpu-01", "--org-id", ORG_A, stdout=out)
     token = out.getvalue().strip()
     assert out.getvalue() == token + "\n"
-    assert authenticate_connection(token).node_pk == node["_id"]
+    assert authenticate_connection(token).node_pk == node.pk
     with pytest.raises(CommandError):
         call_command("issue_node_token", "node-gpu-01", "--org-id", "another-org", stdout=io.StringIO())
 
 
-def test_commands_are_stored_queued_when_the_node_is_offline(personas: Personas, node: dict) -> None:
-    url = f"/api/nodes/{node['_id']}/commands"
+def test_commands_are_stored_queued_when_the_node_is_offline(personas: Personas, node: Node) -> None:
+    url = f"/api/nodes/{node.pk}/commands"
     body = {
         "type": "model.download",
         "resource": {"type": "model", "id": "llama-2-7b-v1"},
@@ -117,16 +122,11 @@ def test_commands_are_stored_queued_when_the_node_is_offline(personas: Personas,
     assert NodeCommand.objects.count() == 1
 
 
-def test_metrics_window(personas: Personas, node: dict) -> None:
+def test_metrics_window(personas: Personas, node: Node) -> None:
     now = timezone.now()
     for minutes in (90, 30, 5):
-        NodeMetric.objects.create(
-            owner_org_id=ORG_A,
-            node_id="node-gpu-01",
-            timestamp=now - timedelta(minutes=minutes),
-            data={"cpu": {"usage": minutes}},
-        )
-    url = f"/api/nodes/{node['_id']}/metrics"
+        NodeMetricFactory.create(timestamp=now - timedelta(minutes=minutes), data={"cpu": {"usage": minutes}})
+    url = f"/api/nodes/{node.pk}/metrics"
     last_hour = personas.viewer_a.get(url).json()
     assert [row["cpu"]["usage"] for row in last_hour["data"]] == [30, 5]
     window = personas.viewer_a.get(
@@ -138,20 +138,14 @@ def test_metrics_window(personas: Personas, node: dict) -> None:
     assert personas.owner_b.get(url).status_code == 404
 
 
-def test_deployment_logs(personas: Personas, node: dict) -> None:
+def test_deployment_logs(personas: Personas, node: Node) -> None:
     client = personas.owner_a
-    client.post("/api/models", {"modelId": "m", "name": "m", "type": "llm", "framework": "pytorch"}, format="json")
-    body = {"deploymentId": "d1", "name": "d", "modelId": "m", "nodeId": "node-gpu-01"}
-    assert client.post("/api/deployments", body, format="json").status_code == 201
+    AIModelFactory.create(model_id="m", actor=client.principal)
+    DeploymentFactory.create(deployment_id="d1", name="d", model_id="m", actor=client.principal)
     now = timezone.now()
     for seconds, level in ((30, "info"), (20, "error"), (10, "info")):
-        DeploymentLog.objects.create(
-            owner_org_id=ORG_A,
-            deployment_id="d1",
-            node_id="node-gpu-01",
-            timestamp=now - timedelta(seconds=seconds),
-            level=level,
-            message=f"{level} {seconds}",
+        DeploymentLogFactory.create(
+            deployment_id="d1", timestamp=now - timedelta(seconds=seconds), level=level, message=f"{level} {seconds}"
         )
     logs = client.get("/api/deployments/d1/logs").json()
     assert [row["message"] for row in logs["data"]] == ["info 30", "error 20", "info 10"]
@@ -173,9 +167,7 @@ def test_the_sweep_forgets_old_metrics_and_message_ids_only(db: None, settings) 
     settings.AIWM_METRICS_RETENTION_DAYS, settings.AIWM_INBOUND_RETENTION_HOURS = 7, 72
     now = timezone.now()
     for age, message_id in ((timedelta(days=8), "old"), (timedelta(days=6), "recent")):
-        NodeMetric.objects.create(
-            owner_org_id=ORG_A, node_id="n", message_id=message_id, timestamp=now - age, received_at=now - age, data={}
-        )
+        NodeMetricFactory.create(node_id="n", message_id=message_id, timestamp=now - age, received_at=now - age)
     for age, message_id in ((timedelta(hours=73), "old"), (timedelta(hours=71), "recent")):
         InboundMessage.objects.create(
             owner_org_id=ORG_A, node_id="n", message_id=message_id, type="command.result", received_at=now - age

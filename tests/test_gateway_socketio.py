@@ -4,23 +4,16 @@ Each test drives one or more daemons (AsyncClient) from an event loop of its own
 (`async_to_sync`), reads effects through the live server's REST API, and checks the
 database only for what REST does not show. Every wait is bounded.
 
-Synchronization: the messages of one connection are applied in order, so after messages
-that get no reply a test sends a `barrier()` (a probe the protocol refuses) and, once its
-`error` arrives, everything sent before has been applied. Only effects nothing replies to
-(a disconnect) are polled, with `eventually`/`until`.
+Synchronization: a `barrier()` after messages that get no reply (see tests/support/daemons.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
-import requests
 import socketio
 from asgiref.sync import async_to_sync, sync_to_async
 from django.utils import timezone
@@ -31,215 +24,18 @@ from aiwm_project.datetimes import iso_now
 from deployments.models import Deployment, DeploymentLog
 from nodes.models import InboundMessage, Node, NodeMetric
 from nodes.services import node_issue_token, nodes_mark_stale_offline
-from tests.conftest import ORG_A, ORG_B
-from tests.gateway import OWNER_B, LiveGateway, eventually, make_node
+from tests.support.daemons import DOWNLOAD, ENVELOPE_KEYS, Daemon, daemon_for, message
+from tests.support.factories import NodeFactory, deployment_with_model
+from tests.support.live_server import LiveGateway, Rest
+from tests.support.personas import ORG_A, ORG_B, OWNER_B
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-NAMESPACE = "/ws/node"
-TIMEOUT = 5.0
-ENVELOPE_KEYS = {"type", "messageId", "timestamp", "resource", "data", "metadata"}
-
-
-def message(type_: str, data: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    """A node -> server envelope with a fresh messageId and the current time."""
-    return {"type": type_, "messageId": str(uuid.uuid4()), "timestamp": iso_now(), "data": data or {}, **extra}
-
-
-class Daemon:
-    """A python-socketio AsyncClient that records every event it receives."""
-
-    def __init__(self) -> None:
-        self.client = socketio.AsyncClient(reconnection=False)
-        self.received: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self.connect_errors: list[Any] = []
-        self.disconnected = asyncio.Event()
-
-        @self.client.on("*", namespace=NAMESPACE)
-        async def any_event(event: str, data: Any = None) -> None:
-            await self.received.put((event, data))
-
-        @self.client.on("connect_error", namespace=NAMESPACE)
-        async def connect_error(data: Any = None) -> None:
-            self.connect_errors.append(data)
-
-        @self.client.on("disconnect", namespace=NAMESPACE)
-        async def disconnect(*args: Any) -> None:
-            self.disconnected.set()
-
-    async def connect(self, url: str, auth: dict[str, Any] | None, transports: Sequence[str] = ("websocket",)) -> None:
-        await self.client.connect(
-            url, auth=auth, namespaces=[NAMESPACE], transports=list(transports), wait_timeout=TIMEOUT
-        )
-
-    async def emit(self, event: str, body: Any = None) -> None:
-        await self.client.emit(event, body, namespace=NAMESPACE)
-
-    async def send(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Emit an envelope under its own type; returns it (for its messageId)."""
-        await self.emit(body["type"], body)
-        return body
-
-    async def next(self, expected: str | None = None, timeout: float = TIMEOUT) -> tuple[str, Any]:
-        event, data = await asyncio.wait_for(self.received.get(), timeout)
-        if expected is not None:
-            assert event == expected, (event, data)
-        return event, data
-
-    async def expect(self, expected: str, timeout: float = TIMEOUT) -> Any:
-        return (await self.next(expected, timeout))[1]
-
-    async def error(self, code: str | None = None) -> dict[str, Any]:
-        """The next event must be an `error` (with this code); returns its data."""
-        body = await self.expect("error")
-        assert body["type"] == "error" and body["messageId"] and body["timestamp"], body
-        if code is not None:
-            assert body["data"]["code"] == code, body
-        return body["data"]
-
-    async def register(self, **data: Any) -> dict[str, Any]:
-        await self.send(message("node.register", {"hostname": "gpu-server-01", **data}))
-        return (await self.expect("register.ack"))["data"]
-
-    async def barrier(self) -> None:
-        """Return once every frame sent before has been applied (see the module docstring)."""
-        probe = message("test.barrier")
-        await self.send(probe)
-        # Refused as UNKNOWN_TYPE (or RATE_LIMITED during a flood): either way, answered in order.
-        assert (await self.error())["originalMessageId"] == probe["messageId"]
-
-    async def wait_disconnected(self, timeout: float = TIMEOUT) -> None:
-        await asyncio.wait_for(self.disconnected.wait(), timeout)
-
-    async def close(self) -> None:
-        if self.client.connected or self.client.eio.state == "connected":
-            await self.client.disconnect()
-
-
-@asynccontextmanager
-async def daemon_for(
-    gateway: LiveGateway, auth: dict[str, Any], transports: Sequence[str] = ("websocket",), *, ack: bool = True
-) -> AsyncIterator[Daemon]:
-    """A connected daemon (its connection.ack consumed unless ack=False), disconnected on exit;
-    on a clean exit, also waits until the server has recorded the disconnect."""
-    daemon = Daemon()
-    await daemon.connect(gateway.url, auth, transports)
-    sid = daemon.client.get_sid(NAMESPACE)
-    try:
-        if ack:
-            body = await daemon.expect("connection.ack")
-            assert body["status"] == "success", body
-        yield daemon
-    finally:
-        await daemon.close()
-    assert await until(lambda: not Node.objects.filter(connection_id=sid, websocket_connected=True).exists())
-
-
-class Rest:
-    """The live server's REST API, as a user of an organization (owner of org A by default)."""
-
-    def __init__(self, gateway: LiveGateway, *, org_id: str = ORG_A, role: str = "organization.owner") -> None:
-        token = issue_user_token(user_id="68dcf365f6a92c0d4911b619", username="tester", org_id=org_id, roles=[role])
-        self.base = gateway.url
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {token}"
-
-    def get(self, path: str, params: dict[str, Any] | None = None, expect: int = 200) -> Any:
-        response = self.session.get(self.base + path, params=params, timeout=10)
-        assert response.status_code == expect, (path, response.status_code, response.text[:500])
-        return response.json()
-
-    def post(self, path: str, body: dict[str, Any], expect: int = 201) -> Any:
-        response = self.session.post(self.base + path, json=body, timeout=10)
-        assert response.status_code == expect, (path, response.status_code, response.text[:500])
-        return response.json()
-
-    # From inside a scenario's event loop (the HTTP call must not block the daemons' loop).
-    async def aget(self, path: str, params: dict[str, Any] | None = None, expect: int = 200) -> Any:
-        return await sync_to_async(self.get, thread_sensitive=False)(path, params, expect)
-
-    async def apost(self, path: str, body: dict[str, Any], expect: int = 201) -> Any:
-        return await sync_to_async(self.post, thread_sensitive=False)(path, body, expect)
-
-    def commands(self, node: Node) -> list[dict[str, Any]]:
-        return self.get(f"/api/nodes/{node.pk}/commands")["data"]
-
-    def command(self, node: Node, message_id: str) -> dict[str, Any]:
-        (found,) = [c for c in self.commands(node) if c["messageId"] == message_id]
-        return found
-
-
-async def until(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    """`eventually` from inside a scenario (the ORM runs on the test's main thread)."""
-    return await sync_to_async(eventually)(check, timeout)
-
-
-def make_deployment(rest: Rest, deployment_id: str, node_id: str, model_id: str = "llama") -> dict[str, Any]:
-    if not rest.get("/api/models", {"filter[modelId]": model_id})["data"]:
-        rest.post("/api/models", {"modelId": model_id, "name": model_id, "type": "llm", "framework": "pytorch"})
-    body = {"deploymentId": deployment_id, "name": deployment_id, "modelId": model_id, "nodeId": node_id}
-    return rest.post("/api/deployments", body)
-
-
-@pytest.fixture
-def quick_polling(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Short engine.io ping timings, for tests with a polling daemon.
-
-    python-engineio's server keeps a long-poll GET open after the client closed the session,
-    until the ping timers run out (25 s + 20 s by default): the client's disconnect() waits for
-    it, and so does the server's shutdown. Short timers keep both within a couple of seconds.
-    """
-    from gateway.socketio_app import sio
-
-    monkeypatch.setattr(sio.eio, "ping_interval", 0.5)
-    monkeypatch.setattr(sio.eio, "ping_timeout", 1.0)
-
-
-@pytest.fixture(autouse=True)
-def sqlite_reads_take_no_locks(transactional_db: None) -> Iterator[None]:
-    """SQLite's test database lives in memory with a shared cache: table-level locks, and a
-    reader and a writer that collide fail at once ("database table is locked") instead of
-    waiting. In read-uncommitted mode reads take no locks, so the test's reads and the server's
-    REST reads never collide with the server's writes (PostgreSQL needs none of this). Writers
-    are kept apart by the tests: REST writes only while the daemons are idle (after a barrier)."""
-    from asgiref.sync import SyncToAsync
-    from django.db import connection
-    from django.db.backends.signals import connection_created
-
-    if connection.vendor != "sqlite":
-        yield
-        return
-
-    def set_mode(value: int) -> None:
-        connection.ensure_connection()
-        connection.connection.execute(f"PRAGMA read_uncommitted = {value}")
-
-    def on_new_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
-        connection.connection.execute("PRAGMA read_uncommitted = 1")
-
-    connection_created.connect(on_new_connection)
-    # This thread's connection, and the one thread where the server applies socket messages.
-    set_mode(1)
-    SyncToAsync.single_thread_executor.submit(set_mode, 1).result(timeout=10)
-    yield
-    connection_created.disconnect(on_new_connection)
-    SyncToAsync.single_thread_executor.submit(set_mode, 0).result(timeout=10)
-    set_mode(0)
-
-
-DOWNLOAD = {
-    "type": "model.download",
-    "resource": {"type": "model", "id": "llama-2-7b-v1"},
-    "data": {"repository": "huggingface.co/meta-llama/Llama-2-7b-chat-hf", "fileName": "model.safetensors"},
-    "metadata": {"executionId": "exec-deploy-llama-001", "stepIndex": 0, "timeout": 1800, "priority": "high"},
-}
-
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sqlite_reads_take_no_locks")]
 
 # --- connection, registration, telemetry ---
 
 
 def test_connect_register_heartbeat(gateway: LiveGateway) -> None:
-    node, token = make_node()
+    node, token = NodeFactory.with_token()
     rest = Rest(gateway)
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -312,7 +108,7 @@ def test_connect_register_heartbeat(gateway: LiveGateway) -> None:
 
 @pytest.mark.usefixtures("quick_polling")
 def test_polling_transport_connects_registers_and_disconnects(gateway: LiveGateway) -> None:
-    node, token = make_node()
+    node, token = NodeFactory.with_token()
     rest = Rest(gateway)
 
     async def scenario() -> dict[str, Any]:
@@ -330,7 +126,7 @@ def test_polling_transport_connects_registers_and_disconnects(gateway: LiveGatew
 
 
 def test_metrics_are_stored_once_and_readable(gateway: LiveGateway) -> None:
-    node, token = make_node()
+    node, token = NodeFactory.with_token()
     rest = Rest(gateway)
     report = {
         "cpu": {"usage": 45.5, "cores": 16, "temperature": 55},
@@ -356,8 +152,8 @@ def test_metrics_are_stored_once_and_readable(gateway: LiveGateway) -> None:
 
 
 def test_offline_after_three_missed_heartbeats(gateway: LiveGateway) -> None:
-    node, token = make_node()
-    quiet, _ = make_node("node-quiet")
+    node, token = NodeFactory.with_token()
+    quiet = NodeFactory.create(node_id="node-quiet")
     rest = Rest(gateway)
 
     async def scenario() -> None:
@@ -393,9 +189,9 @@ def test_offline_after_three_missed_heartbeats(gateway: LiveGateway) -> None:
 
 
 def test_deployment_status_and_logs(gateway: LiveGateway) -> None:
-    _, token = make_node()
+    _, token = NodeFactory.with_token()
     rest = Rest(gateway)
-    make_deployment(rest, "deploy-llama-prod-01", "node-gpu-01")
+    deployment_with_model("deploy-llama-prod-01", "node-gpu-01")
     status = {
         "deploymentId": "deploy-llama-prod-01",
         "status": "running",
@@ -436,9 +232,9 @@ def test_deployment_status_and_logs(gateway: LiveGateway) -> None:
 
 @pytest.mark.usefixtures("quick_polling")
 def test_deployment_status_while_running_is_visible(gateway: LiveGateway) -> None:
-    _, token = make_node()
+    _, token = NodeFactory.with_token()
     rest = Rest(gateway)
-    make_deployment(rest, "d1", "node-gpu-01")
+    deployment_with_model("d1", "node-gpu-01")
 
     async def scenario() -> None:
         async with daemon_for(gateway, {"token": token}, ["polling"]) as daemon:
@@ -455,12 +251,12 @@ def test_deployment_status_while_running_is_visible(gateway: LiveGateway) -> Non
 
 
 def test_another_nodes_deployment_is_refused(gateway: LiveGateway) -> None:
-    _, token = make_node()
-    make_node("node-gpu-02")
-    make_node("node-b", actor=OWNER_B)
+    _, token = NodeFactory.with_token()
+    NodeFactory.create(node_id="node-gpu-02")
+    NodeFactory.create(node_id="node-b", actor=OWNER_B)
     rest = Rest(gateway)
-    make_deployment(rest, "d-other-node", "node-gpu-02")
-    make_deployment(Rest(gateway, org_id=ORG_B), "d-other-org", "node-b")
+    deployment_with_model("d-other-node", "node-gpu-02")
+    deployment_with_model("d-other-org", "node-b", actor=OWNER_B)
     before = list(Deployment.objects.order_by("pk").values())
 
     async def scenario() -> list[dict[str, Any]]:
@@ -486,9 +282,9 @@ def test_another_nodes_deployment_is_refused(gateway: LiveGateway) -> None:
 
 
 def test_a_payload_naming_another_node_is_refused(gateway: LiveGateway) -> None:
-    node, token = make_node()
-    other, _ = make_node("node-gpu-02")
-    make_deployment(Rest(gateway), "d1", "node-gpu-01")
+    node, token = NodeFactory.with_token()
+    other = NodeFactory.create(node_id="node-gpu-02")
+    deployment_with_model("d1", "node-gpu-01")
 
     def snapshot() -> list[Any]:
         return [
@@ -527,8 +323,8 @@ def test_a_payload_naming_another_node_is_refused(gateway: LiveGateway) -> None:
 
 
 def test_another_nodes_command_cannot_be_acknowledged_or_completed(gateway: LiveGateway) -> None:
-    node, token = make_node()
-    other, _ = make_node("node-gpu-02")
+    node, token = NodeFactory.with_token()
+    other = NodeFactory.create(node_id="node-gpu-02")
     rest = Rest(gateway)
     theirs = rest.post(f"/api/nodes/{other.pk}/commands", DOWNLOAD)
 
@@ -603,8 +399,8 @@ REFUSED: dict[str, Callable[[Node, Any], dict[str, Any] | None]] = {
 @pytest.mark.parametrize("case", list(REFUSED))
 @pytest.mark.usefixtures("quick_polling")
 def test_refused_connections_get_connect_error(gateway: LiveGateway, settings: Any, case: str) -> None:
-    node, _ = make_node()
-    make_node("node-b", actor=OWNER_B)
+    node = NodeFactory.create()
+    NodeFactory.create(node_id="node-b", actor=OWNER_B)
     auth = REFUSED[case](node, settings)
     # One case goes over the polling transport, the rest over websocket.
     transports = ["polling"] if case == "garbage token" else ["websocket"]
@@ -628,8 +424,8 @@ def test_refused_connections_get_connect_error(gateway: LiveGateway, settings: A
 
 @pytest.mark.parametrize("by", ["nodeId", "_id"])
 def test_user_token_with_write_rights_speaks_for_its_node(gateway: LiveGateway, by: str) -> None:
-    node, _ = make_node()
-    make_node("node-gpu-02")
+    node = NodeFactory.create()
+    NodeFactory.create(node_id="node-gpu-02")
     rest = Rest(gateway)
     token = _user(ORG_A, "organization.editor")
 
@@ -654,7 +450,7 @@ def test_user_token_with_write_rights_speaks_for_its_node(gateway: LiveGateway, 
 
 @pytest.mark.usefixtures("quick_polling")
 def test_command_is_delivered_live_and_its_lifecycle_shows_in_rest(gateway: LiveGateway) -> None:
-    node, token = make_node()
+    node, token = NodeFactory.with_token()
     rest = Rest(gateway)
     url = f"/api/nodes/{node.pk}/commands"
 
@@ -719,7 +515,7 @@ def test_command_is_delivered_live_and_its_lifecycle_shows_in_rest(gateway: Live
 
 
 def test_pending_commands_are_resent_on_register_until_acknowledged(gateway: LiveGateway) -> None:
-    node, token = make_node()
+    node, token = NodeFactory.with_token()
     rest = Rest(gateway)
     first = rest.post(f"/api/nodes/{node.pk}/commands", DOWNLOAD)
     second = rest.post(f"/api/nodes/{node.pk}/commands", {**DOWNLOAD, "type": "deployment.start"})
@@ -752,7 +548,7 @@ def test_pending_commands_are_resent_on_register_until_acknowledged(gateway: Liv
 
 
 def test_a_command_created_while_disconnected_waits_for_register(gateway: LiveGateway) -> None:
-    node, token = make_node()
+    node, token = NodeFactory.with_token()
     rest = Rest(gateway)
 
     async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -771,7 +567,7 @@ def test_a_command_created_while_disconnected_waits_for_register(gateway: LiveGa
 
 
 def test_duplicate_message_ids_are_applied_once(gateway: LiveGateway) -> None:
-    node, token = make_node()
+    node, token = NodeFactory.with_token()
     rest = Rest(gateway)
     created = rest.post(f"/api/nodes/{node.pk}/commands", DOWNLOAD)
     original = created["messageId"]
@@ -810,7 +606,7 @@ def test_the_gateway_survives_a_database_restart(gateway: LiveGateway, monkeypat
 
     # Persistent connections, as a production setting of DB_CONN_MAX_AGE keeps them.
     monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 600)
-    node, token = make_node()
+    node, token = NodeFactory.with_token()
     rest = Rest(gateway)
 
     async def session(cpu: float) -> dict[str, Any]:

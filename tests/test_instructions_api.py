@@ -8,29 +8,19 @@ from typing import Any
 
 import pytest
 from django.db import connection
-from rest_framework.test import APIClient
 
 from agents.models import Agent, Instruction
 from aiwm_project import services as shared_services
 from aiwm_project.auth import Principal
 from aiwm_project.exceptions import ConflictError, ValidationFailed
-from nodes.models import Node
-from tests.api_mixin import EntityAPIContract, assert_error
-from tests.conftest import ORG_A, PersonaClient, Personas
+from tests.support.api import EntityAPIContract, assert_error
+from tests.support.factories import AgentFactory, InstructionFactory, NodeFactory
+from tests.support.personas import ORG_A, PersonaClient, Personas
 
 SYSTEM_PROMPT = (
     "You are a helpful customer support agent. Always be polite, professional, and empathetic. "
     "Your goal is to resolve customer issues efficiently while maintaining a positive experience."
 )
-
-
-def create_agent(
-    client: PersonaClient, agent_id: str, instruction_id: str | None, node_id: str = "node-gpu-01"
-) -> dict:
-    body = {"agentId": agent_id, "name": agent_id, "nodeId": node_id, "instructionId": instruction_id}
-    response = client.post("/api/agents", body, format="json")
-    assert response.status_code == 201, response.json()
-    return response.json()
 
 
 class TestInstructionsAPI(EntityAPIContract):
@@ -70,10 +60,9 @@ class TestInstructionsAPI(EntityAPIContract):
             "isActive": True,
         }
 
-    def make_references(self, client: APIClient) -> None:
+    def make_references(self, client: PersonaClient) -> None:
         # Not referenced by an instruction; the agents of the delete-rule tests run on this node.
-        response = client.post("/api/nodes", {"nodeId": "node-gpu-01", "name": "GPU 1", "cpuCores": 8}, format="json")
-        assert response.status_code == 201
+        NodeFactory.create(node_id="node-gpu-01", name="GPU 1", actor=client.principal)
 
     # --- instruction specifics ---
     def test_defaults(self, personas: Personas) -> None:
@@ -87,8 +76,12 @@ class TestInstructionsAPI(EntityAPIContract):
 
     def test_delete_of_an_instruction_used_by_live_agents_is_409_naming_them(self, personas: Personas) -> None:
         instruction = self.create(personas.owner_a)
-        create_agent(personas.owner_a, "agent-b", instruction["instructionId"])
-        create_agent(personas.owner_a, "agent-a", instruction["instructionId"])
+        AgentFactory.create(
+            agent_id="agent-b", instruction_id=instruction["instructionId"], actor=personas.owner_a.principal
+        )
+        AgentFactory.create(
+            agent_id="agent-a", instruction_id=instruction["instructionId"], actor=personas.owner_a.principal
+        )
         body = assert_error(
             personas.owner_a.delete(f"{self.url}/{instruction['_id']}"), 409, self.url + "/" + instruction["_id"]
         )
@@ -103,8 +96,12 @@ class TestInstructionsAPI(EntityAPIContract):
 
     def test_delete_succeeds_once_agents_are_reassigned_or_deleted(self, personas: Personas) -> None:
         instruction = self.create(personas.owner_a)
-        create_agent(personas.owner_a, "agent-a", instruction["instructionId"])
-        create_agent(personas.owner_a, "agent-b", instruction["instructionId"])
+        AgentFactory.create(
+            agent_id="agent-a", instruction_id=instruction["instructionId"], actor=personas.owner_a.principal
+        )
+        AgentFactory.create(
+            agent_id="agent-b", instruction_id=instruction["instructionId"], actor=personas.owner_a.principal
+        )
         assert personas.owner_a.put("/api/agents/agent-a", {"instructionId": None}, format="json").status_code == 200
         assert_error(personas.owner_a.delete(f"{self.url}/{instruction['_id']}"), 409)
         assert personas.owner_a.delete("/api/agents/agent-b").status_code == 200
@@ -115,14 +112,16 @@ class TestInstructionsAPI(EntityAPIContract):
     def test_agents_of_another_organization_do_not_block_the_delete(self, personas: Personas) -> None:
         mine = self.create(personas.owner_a)
         self.create(personas.owner_b)  # same instructionId in org B
-        create_agent(personas.owner_b, "agent-b1", mine["instructionId"])
+        AgentFactory.create(agent_id="agent-b1", instruction_id=mine["instructionId"], actor=personas.owner_b.principal)
         assert personas.owner_a.delete(f"{self.url}/{mine['_id']}").status_code == 200
         assert personas.owner_b.get("/api/instructions/inst-cs-agent-v1").status_code == 200
 
     def test_a_long_list_of_users_is_cut_but_counted(self, personas: Personas) -> None:
         instruction = self.create(personas.owner_a)
         for n in range(12):
-            create_agent(personas.owner_a, f"agent-{n:02d}", instruction["instructionId"])
+            AgentFactory.create(
+                agent_id=f"agent-{n:02d}", instruction_id=instruction["instructionId"], actor=personas.owner_a.principal
+            )
         body = assert_error(personas.owner_a.delete(f"{self.url}/{instruction['_id']}"), 409)
         assert "used by 12 agent(s): agent-00, agent-01" in body["message"]
         assert "agent-09 and 2 more;" in body["message"]
@@ -146,10 +145,8 @@ ACTOR = Principal(user_id="68dcf365f6a92c0d4911b619", org_id=ORG_A, roles=("orga
 
 
 def _setup_node_and_instruction() -> Instruction:
-    shared_services.entity_create(model=Node, data={"node_id": "node-1", "name": "n", "cpu_cores": 1}, actor=ACTOR)
-    return shared_services.entity_create(
-        model=Instruction, data={"instruction_id": "inst-1", "name": "i", "system_prompt": "p"}, actor=ACTOR
-    )
+    NodeFactory.create(node_id="node-1", name="n", cpu_cores=1, actor=ACTOR)
+    return InstructionFactory.create(instruction_id="inst-1", name="i", system_prompt="p", actor=ACTOR)
 
 
 def _in_thread(target: Any, outcome: dict[str, Any]) -> threading.Thread:

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from tests.api_mixin import assert_error
+from tests.support.api import assert_error
 
 pytestmark = pytest.mark.django_db
 

@@ -10,9 +10,9 @@ from django.db import connections
 from rest_framework.test import APIClient
 
 from conversations.models import MESSAGE_CONTENT_MAX_CHARS
-from tests.api_mixin import OBJECT_ID, EntityAPIContract, assert_error
-from tests.conftest import ORG_A, Personas, client_for
-from tests.reference_records import post_agent, post_conversation, post_node
+from tests.support.api import OBJECT_ID, EntityAPIContract, assert_error
+from tests.support.factories import AgentFactory, ConversationFactory, NodeFactory
+from tests.support.personas import ORG_A, OWNER_A_USER_ID, PersonaClient, Personas, client_for
 
 URL = "/api/messages"
 USAGE = {"promptTokens": 10, "completionTokens": 5, "totalTokens": 15}
@@ -68,12 +68,12 @@ class TestMessagesAPI(EntityAPIContract):
             "usage": USAGE,
         }
 
-    def make_references(self, client: APIClient) -> None:
-        post_node(client, "node-gpu-01")
-        post_agent(client, "agent-assistant-01")
-        post_agent(client, "agent-analyst-02")
-        post_conversation(client, "conv-0001")
-        post_conversation(client, "conv-0002")
+    def make_references(self, client: PersonaClient) -> None:
+        NodeFactory.create(node_id="node-gpu-01", actor=client.principal)
+        for agent_id in ("agent-assistant-01", "agent-analyst-02"):
+            AgentFactory.create(agent_id=agent_id, actor=client.principal)
+        for conversation_id in ("conv-0001", "conv-0002"):
+            ConversationFactory.create(conversation_id=conversation_id, actor=client.principal)
 
     def post(self, client: APIClient, **body: Any) -> Any:
         return client.post(URL, {"conversationId": "conv-0001", "role": "user", "content": "hi", **body}, format="json")
@@ -145,7 +145,7 @@ class TestMessagesAPI(EntityAPIContract):
         assert personas.owner_a.get(f"{URL}/{message['_id']}").json() == message
 
     def test_conversation_of_another_organization_is_400_and_counts_nothing(self, personas: Personas) -> None:
-        post_conversation(personas.owner_b, "conv-only-in-b")
+        ConversationFactory.create(conversation_id="conv-only-in-b", actor=personas.owner_b.principal)
         body = assert_error(self.post(personas.owner_a, conversationId="conv-only-in-b", usage=USAGE), 400)
         assert any(line.startswith("conversationId") for line in body["errors"]), body
         assert counters(personas.owner_b, "conv-only-in-b") == (0, 0)
@@ -227,18 +227,16 @@ def _in_parallel(clients: list[APIClient], call: Any) -> list[int]:
 
 
 def _owner_clients(n: int) -> list[APIClient]:
-    return [
-        client_for(user_id="68dcf365f6a92c0d4911b619", org_id=ORG_A, roles=["organization.owner"]) for _ in range(n)
-    ]
+    return [client_for(user_id=OWNER_A_USER_ID, org_id=ORG_A, roles=["organization.owner"]) for _ in range(n)]
 
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_parallel_messages_are_all_counted(personas: Personas) -> None:
     client = personas.owner_a
-    post_node(client)
-    post_agent(client)
-    post_conversation(client, "conv-busy")
+    NodeFactory.create(actor=client.principal)
+    AgentFactory.create(actor=client.principal)
+    ConversationFactory.create(conversation_id="conv-busy", actor=client.principal)
     n = 24
     body = {"conversationId": "conv-busy", "role": "user", "content": "hi", "usage": USAGE}
     statuses = _in_parallel(_owner_clients(n), lambda c: c.post(URL, body, format="json"))
@@ -251,9 +249,9 @@ def test_parallel_messages_are_all_counted(personas: Personas) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_parallel_deletes_of_one_message_subtract_once(personas: Personas) -> None:
     client = personas.owner_a
-    post_node(client)
-    post_agent(client)
-    post_conversation(client, "conv-busy")
+    NodeFactory.create(actor=client.principal)
+    AgentFactory.create(actor=client.principal)
+    ConversationFactory.create(conversation_id="conv-busy", actor=client.principal)
     body = {"conversationId": "conv-busy", "role": "user", "content": "hi", "usage": USAGE}
     ids = [client.post(URL, body, format="json").json()["_id"] for _ in range(3)]
     statuses = _in_parallel(_owner_clients(12), lambda c: c.delete(f"{URL}/{ids[0]}"))

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework.test import APIClient
-
-from tests.api_mixin import EntityAPIContract, assert_error
-from tests.conftest import Personas
+from tests.support.api import EntityAPIContract, assert_error
+from tests.support.factories import NodeFactory
+from tests.support.personas import PersonaClient, Personas
 
 CONTRACT_REQUEST = {
     "modelId": "llama-2-7b-v1",
@@ -22,12 +21,6 @@ CONTRACT_REQUEST = {
     "nodeId": "node-gpu-01",
     "tags": ["llm", "chat", "meta"],
 }
-
-
-def create_node(client: APIClient, node_id: str) -> dict:
-    response = client.post("/api/nodes", {"nodeId": node_id, "name": node_id, "cpuCores": 8}, format="json")
-    assert response.status_code == 201, response.json()
-    return response.json()
 
 
 class TestModelsAPI(EntityAPIContract):
@@ -79,9 +72,9 @@ class TestModelsAPI(EntityAPIContract):
             "tags": ["llm", "chat", "meta"],
         }
 
-    def make_references(self, client: APIClient) -> None:
-        create_node(client, "node-gpu-01")
-        create_node(client, "node-gpu-02")
+    def make_references(self, client: PersonaClient) -> None:
+        NodeFactory.create(node_id="node-gpu-01", actor=client.principal)
+        NodeFactory.create(node_id="node-gpu-02", actor=client.principal)
 
     # --- model specifics ---
     def test_contract_request_gets_the_contract_defaults(self, personas: Personas) -> None:
@@ -111,7 +104,7 @@ class TestModelsAPI(EntityAPIContract):
         assert personas.owner_a.get(self.url, {"filter[nodeId]": "node-gpu-01"}).json()["pagination"]["total"] == 0
 
     def test_node_of_another_organization_or_deleted_is_400(self, personas: Personas) -> None:
-        create_node(personas.owner_b, "node-only-in-b")
+        NodeFactory.create(node_id="node-only-in-b", actor=personas.owner_b.principal)
         body = assert_error(
             personas.owner_a.post(self.url, self.valid_body(1) | {"nodeId": "node-only-in-b"}, format="json"), 400
         )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.api_mixin import EntityAPIContract, assert_error
-from tests.conftest import Personas
+from tests.support.api import EntityAPIContract, assert_error
+from tests.support.personas import Personas
 
 
 class TestNodesAPI(EntityAPIContract):

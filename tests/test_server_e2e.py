@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,14 +18,8 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.environment import IN_CI, ROOT
+from tests.support.live_server import free_port
 
 
 def _http(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any, bytes]:
@@ -68,7 +61,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         check=True,
         capture_output=True,
     )
-    port = _free_port()
+    port = free_port()
     daphne = str(Path(sys.executable).parent / "daphne")
     process = subprocess.Popen(
         [daphne, "-b", "127.0.0.1", "-p", str(port), "aiwm_project.asgi:application"],

@@ -1,0 +1,183 @@
+"""A real ASGI server (uvicorn, in a thread of the test process) serving the whole application,
+so node clients talk to it over real sockets while tests read the same test database; and the
+REST API of that server, over HTTP.
+
+A plugin (tests/conftest.py): the `gateway`, `quick_polling` and `sqlite_reads_take_no_locks` fixtures.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import requests
+import uvicorn
+from asgiref.sync import sync_to_async
+
+from aiwm_project.auth import issue_user_token
+from nodes.models import Node
+from tests.support.personas import ORG_A, OWNER_A_USER_ID
+
+TIMEOUT = 5.0  # seconds: the bound on a wait for the server or a daemon
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveGateway:
+    url: str  # http://127.0.0.1:PORT
+    port: int
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/node"
+
+
+@pytest.fixture
+def gateway(transactional_db: None) -> Iterator[LiveGateway]:
+    from aiwm_project.asgi import application
+
+    port = free_port()
+    config = uvicorn.Config(
+        application, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws_per_message_deflate=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    yield LiveGateway(url=f"http://127.0.0.1:{port}", port=port)
+    server.should_exit = True
+    thread.join(10)
+    _close_server_connections()
+
+
+def _close_server_connections() -> None:
+    """The server's ORM work ran on threads of their own, whose PostgreSQL sessions outlive the
+    server; ended here, or pytest-django cannot drop the test database at the end of the run."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+@pytest.fixture
+def quick_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short engine.io ping timings, for tests with a polling daemon.
+
+    python-engineio's server keeps a long-poll GET open after the client closed the session,
+    until the ping timers run out (25 s + 20 s by default): the client's disconnect() waits for
+    it, and so does the server's shutdown. Short timers keep both within a couple of seconds.
+    """
+    from gateway.socketio_app import sio
+
+    monkeypatch.setattr(sio.eio, "ping_interval", 0.5)
+    monkeypatch.setattr(sio.eio, "ping_timeout", 1.0)
+
+
+@pytest.fixture
+def sqlite_reads_take_no_locks(transactional_db: None) -> Iterator[None]:
+    """SQLite's test database lives in memory with a shared cache: table-level locks, and a
+    reader and a writer that collide fail at once ("database table is locked") instead of
+    waiting. In read-uncommitted mode reads take no locks, so the test's reads and the server's
+    REST reads never collide with the server's writes (PostgreSQL needs none of this). Writers
+    are kept apart by the tests: REST writes only while the daemons are idle (after a barrier).
+
+    Modules whose daemons write while the test reads use it for every test
+    (`pytest.mark.usefixtures("sqlite_reads_take_no_locks")` in their `pytestmark`)."""
+    from asgiref.sync import SyncToAsync
+    from django.db import connection
+    from django.db.backends.signals import connection_created
+
+    if connection.vendor != "sqlite":
+        yield
+        return
+
+    def set_mode(value: int) -> None:
+        connection.ensure_connection()
+        connection.connection.execute(f"PRAGMA read_uncommitted = {value}")
+
+    def on_new_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
+        connection.connection.execute("PRAGMA read_uncommitted = 1")
+
+    connection_created.connect(on_new_connection)
+    # This thread's connection, and the one thread where the server applies socket messages.
+    set_mode(1)
+    SyncToAsync.single_thread_executor.submit(set_mode, 1).result(timeout=10)
+    yield
+    connection_created.disconnect(on_new_connection)
+    SyncToAsync.single_thread_executor.submit(set_mode, 0).result(timeout=10)
+    set_mode(0)
+
+
+def eventually(check, timeout: float = 5.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll `check()` until it returns something truthy: the server applies socket events asynchronously."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)
+
+
+async def until(check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
+    """`eventually` from inside a scenario (the ORM runs on the test's main thread)."""
+    return await sync_to_async(eventually)(check, timeout)
+
+
+class Rest:
+    """The live server's REST API, as a user of an organization (org A's owner persona by default)."""
+
+    def __init__(
+        self,
+        gateway: LiveGateway,
+        *,
+        org_id: str = ORG_A,
+        role: str = "organization.owner",
+        user_id: str = OWNER_A_USER_ID,
+        username: str = "tester",
+    ) -> None:
+        token = issue_user_token(user_id=user_id, username=username, org_id=org_id, roles=[role])
+        self.base = gateway.url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def get(self, path: str, params: dict[str, Any] | None = None, expect: int = 200) -> Any:
+        response = self.session.get(self.base + path, params=params, timeout=10)
+        assert response.status_code == expect, (path, response.status_code, response.text[:500])
+        return response.json()
+
+    def post(self, path: str, body: dict[str, Any], expect: int = 201) -> Any:
+        response = self.session.post(self.base + path, json=body, timeout=10)
+        assert response.status_code == expect, (path, response.status_code, response.text[:500])
+        return response.json()
+
+    # From inside a scenario's event loop (the HTTP call must not block the daemons' loop).
+    async def aget(self, path: str, params: dict[str, Any] | None = None, expect: int = 200) -> Any:
+        return await sync_to_async(self.get, thread_sensitive=False)(path, params, expect)
+
+    async def apost(self, path: str, body: dict[str, Any], expect: int = 201) -> Any:
+        return await sync_to_async(self.post, thread_sensitive=False)(path, body, expect)
+
+    def commands(self, node: Node) -> list[dict[str, Any]]:
+        return self.get(f"/api/nodes/{node.pk}/commands")["data"]
+
+    def command(self, node: Node, message_id: str) -> dict[str, Any]:
+        (found,) = [c for c in self.commands(node) if c["messageId"] == message_id]
+        return found
