@@ -38,8 +38,6 @@ helpers of tests/support/processes.py against the test's PostgreSQL database (co
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -61,7 +59,6 @@ from gateway.protocol import Connection, apply_message
 from nodes.commands import commands_pending_for
 from nodes.models import InboundMessage, Node, NodeCommand
 from tests.support.daemons import Daemon, message
-from tests.support.environment import ROOT
 from tests.support.executions import NODE, cancels_for, chain, fresh, mark_sent, step
 from tests.support.factories import ExecutionFactory, NodeFactory
 from tests.support.live_server import eventually, free_port
@@ -72,6 +69,7 @@ from tests.support.processes import (
     Processes,
     make_stale,
     post_json,
+    run_shell,
     user_token,
     wait_offline,
 )
@@ -402,14 +400,7 @@ def start_and_crash(cluster: Processes, execution: Execution, crash_point: str) 
             "print('survived the crash point')",
         ]
     )
-    done = subprocess.run(
-        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
-        cwd=ROOT,
-        env=cluster.env,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_shell(cluster, code, timeout=120)
     output = done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
     assert done.returncode == 9 and "survived" not in output, f"exit {done.returncode}:\n{output}"
 

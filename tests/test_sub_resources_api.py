@@ -33,14 +33,19 @@ def recent(n: int) -> Any:
     return timezone.now() - timedelta(minutes=30) + timedelta(seconds=n)
 
 
-class TestNodeCommandsAPI(SubResourceContract):
+class NodeSubResource(SubResourceContract):
+    """A list under node-gpu-01 (in each organization)."""
+
     parent_collection = "/api/nodes"
     parent_id = "node-gpu-01"
-    sub_path = "commands"
-    bad_filter_params = [({"status": "bogus"}, "status")]
 
     def make_references(self, client: PersonaClient) -> None:
         NodeFactory.create(node_id=self.parent_id, actor=client.principal)
+
+
+class TestNodeCommandsAPI(NodeSubResource):
+    sub_path = "commands"
+    bad_filter_params = [({"status": "bogus"}, "status")]
 
     def create(self, client: PersonaClient, n: int = 1, **overrides: Any) -> dict:
         command = NodeCommandFactory.create(
@@ -52,15 +57,10 @@ class TestNodeCommandsAPI(SubResourceContract):
         return row["messageId"]
 
 
-class TestNodeMetricsAPI(SubResourceContract):
-    parent_collection = "/api/nodes"
-    parent_id = "node-gpu-01"
+class TestNodeMetricsAPI(NodeSubResource):
     sub_path = "metrics"
     newest_first = False
     bad_filter_params = [({"from": "not-a-date"}, "from"), ({"to": "not-a-date"}, "to"), (TO_BEFORE_FROM, "to")]
-
-    def make_references(self, client: PersonaClient) -> None:
-        NodeFactory.create(node_id=self.parent_id, actor=client.principal)
 
     def create(self, client: PersonaClient, n: int = 1, **overrides: Any) -> dict:
         point = NodeMetricFactory.create(

@@ -34,12 +34,20 @@ M = TypeVar("M", bound=Model)
 
 
 class OwnedFactory(factory.Factory[M]):
-    """An owned entity, inserted by `entity_create` as `actor`."""
+    """An owned entity, inserted by `entity_create` as `actor`; named after its business id unless
+    given a `name` (for the models that have one)."""
 
     class Meta:
         abstract = True
 
     actor = OWNER_A
+
+    @classmethod
+    def _adjust_kwargs(cls, **kwargs: Any) -> dict[str, Any]:
+        model = cls._meta.model
+        if "name" not in kwargs and any(field.name == "name" for field in model._meta.fields):
+            kwargs["name"] = kwargs[model.business_id_field]
+        return kwargs
 
     @classmethod
     def _create(cls, model_class: Any, *args: Any, **kwargs: Any) -> Any:
@@ -52,7 +60,6 @@ class NodeFactory(OwnedFactory[Node]):
         model = Node
 
     node_id = "node-gpu-01"
-    name = factory.LazyAttribute(lambda o: o.node_id)
     cpu_cores = 16
     ram_total = 65536
 
@@ -69,7 +76,6 @@ class AIModelFactory(OwnedFactory[AIModel]):
         model = AIModel
 
     model_id = "llama-2-7b-v1"
-    name = factory.LazyAttribute(lambda o: o.model_id)
     type = "llm"
     framework = "pytorch"
 
@@ -79,7 +85,6 @@ class DeploymentFactory(OwnedFactory[Deployment]):
         model = Deployment
 
     deployment_id = "deploy-llama-prod-01"
-    name = factory.LazyAttribute(lambda o: o.deployment_id)
     model_id = "llama-2-7b-v1"
     node_id = "node-gpu-01"
 
@@ -98,7 +103,6 @@ class InstructionFactory(OwnedFactory[Instruction]):
         model = Instruction
 
     instruction_id = "inst-1"
-    name = factory.LazyAttribute(lambda o: o.instruction_id)
     system_prompt = "p"
 
 
@@ -107,7 +111,6 @@ class AgentFactory(OwnedFactory[Agent]):
         model = Agent
 
     agent_id = "agent-assistant-01"
-    name = factory.LazyAttribute(lambda o: o.agent_id)
     node_id = "node-gpu-01"
 
 
@@ -116,7 +119,6 @@ class ToolFactory(OwnedFactory[Tool]):
         model = Tool
 
     tool_id = "tool-1"
-    name = factory.LazyAttribute(lambda o: o.tool_id)
     type = "api"
 
 

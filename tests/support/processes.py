@@ -160,16 +160,21 @@ def post_json(url: str, body: dict[str, Any], token: str) -> tuple[int, dict[str
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def shell(processes: Processes, name: str, code: str) -> str:
-    """Run `manage.py shell -c CODE` as another process with the cluster's environment; its stdout."""
-    done = subprocess.run(
+def run_shell(processes: Processes, code: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    """Run `manage.py shell -c CODE` as another process with the cluster's environment, to its end."""
+    return subprocess.run(
         [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
         cwd=ROOT,
         env=processes.env,
         capture_output=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
+
+
+def shell(processes: Processes, name: str, code: str) -> str:
+    """`run_shell`, which must succeed; its stdout."""
+    done = run_shell(processes, code)
     output = done.stdout.decode(errors="replace")
     assert done.returncode == 0, f"{name} failed:\n{output}\n{done.stderr.decode(errors='replace')}"
     return output
