@@ -9,7 +9,7 @@ from django.test import Client
 from aiwm_project.admin import OwnedModelAdmin
 from aiwm_project.models import OwnedModel
 from nodes.models import Node
-from tests.support.factories import NodeFactory
+from tests.support.factories import NodeCommandFactory, NodeFactory
 from tests.support.personas import Personas
 
 pytestmark = pytest.mark.django_db
@@ -70,7 +70,7 @@ def test_no_add_in_admin(operator: Client) -> None:
 
 def test_gateway_records_are_browsable_but_read_only(operator: Client, personas: Personas) -> None:
     node = _node(personas)
-    personas.owner_a.post(f"/api/nodes/{node.pk}/commands", {"type": "model.download"}, format="json")
+    NodeCommandFactory.create(node_id=node.node_id, actor=personas.owner_a.principal)
     for url in ("/admin/nodes/nodecommand/", "/admin/nodes/nodemetric/", "/admin/deployments/deploymentlog/"):
         assert operator.get(url).status_code == 200, url
     assert operator.get("/admin/nodes/nodecommand/add/").status_code == 403

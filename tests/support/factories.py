@@ -2,8 +2,8 @@
 
 Entities are created through the services the API calls (`entity_create`, `execution_create`,
 `send_command`): the business-id and reference checks run, and the owner and audit fields are those
-of `actor`, the caller (a `Principal`; `actor=client.principal` for a persona client makes the row
-exactly as that client's POST would). The defaults are the contract's examples (`node-gpu-01`,
+of `actor`, the caller (a `Principal`; with `actor=client.principal` a persona client's record is
+owned and audited as if that client had POSTed it). The defaults are the contract's examples (`node-gpu-01`,
 `llama-2-7b-v1`, ...): a second record of a kind needs its own id.
 
 Records without an identity of their own (metric points, log lines) are plain rows.
