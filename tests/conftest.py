@@ -13,7 +13,7 @@ from tests.support.environment import IN_CI
 from tests.support.personas import PersonaClient, Personas, build_personas
 
 pytest_plugins = [
-    "tests.support.live_server",  # gateway, quick_polling, sqlite_reads_take_no_locks
+    "tests.support.live_server",  # gateway, quick_polling
     "tests.support.npm_daemon",  # node_binary
     "tests.support.processes",  # processes
 ]

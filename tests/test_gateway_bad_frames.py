@@ -19,7 +19,7 @@ from tests.support.daemons import DOWNLOAD, daemon_for, message, ws_daemon
 from tests.support.factories import NodeFactory, deployment_with_model
 from tests.support.live_server import LiveGateway, Rest, eventually, until
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sqlite_reads_take_no_locks")]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 MIB = 1024 * 1024
 

@@ -28,7 +28,7 @@ from tests.support.factories import NodeFactory, deployment_with_model
 from tests.support.live_server import LiveGateway, Rest
 from tests.support.personas import ORG_A, ORG_B, OWNER_B
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sqlite_reads_take_no_locks")]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def auth_frame(token: Any, node_id: Any = None) -> dict[str, Any]:

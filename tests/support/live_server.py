@@ -2,7 +2,7 @@
 so node clients talk to it over real sockets while tests read the same test database; and the
 REST API of that server, over HTTP.
 
-A plugin (tests/conftest.py): the `gateway`, `quick_polling` and `sqlite_reads_take_no_locks` fixtures.
+A plugin (tests/conftest.py): the `gateway` and `quick_polling` fixtures.
 """
 
 from __future__ import annotations
@@ -89,41 +89,6 @@ def quick_polling(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(sio.eio, "ping_interval", 0.5)
     monkeypatch.setattr(sio.eio, "ping_timeout", 1.0)
-
-
-@pytest.fixture
-def sqlite_reads_take_no_locks(transactional_db: None) -> Iterator[None]:
-    """SQLite's test database lives in memory with a shared cache: table-level locks, and a
-    reader and a writer that collide fail at once ("database table is locked") instead of
-    waiting. In read-uncommitted mode reads take no locks, so the test's reads and the server's
-    REST reads never collide with the server's writes (PostgreSQL needs none of this). Writers
-    are kept apart by the tests: REST writes only while the daemons are idle (after a barrier).
-
-    Modules whose daemons write while the test reads use it for every test
-    (`pytest.mark.usefixtures("sqlite_reads_take_no_locks")` in their `pytestmark`)."""
-    from asgiref.sync import SyncToAsync
-    from django.db import connection
-    from django.db.backends.signals import connection_created
-
-    if connection.vendor != "sqlite":
-        yield
-        return
-
-    def set_mode(value: int) -> None:
-        connection.ensure_connection()
-        connection.connection.execute(f"PRAGMA read_uncommitted = {value}")
-
-    def on_new_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
-        connection.connection.execute("PRAGMA read_uncommitted = 1")
-
-    connection_created.connect(on_new_connection)
-    # This thread's connection, and the one thread where the server applies socket messages.
-    set_mode(1)
-    SyncToAsync.single_thread_executor.submit(set_mode, 1).result(timeout=10)
-    yield
-    connection_created.disconnect(on_new_connection)
-    SyncToAsync.single_thread_executor.submit(set_mode, 0).result(timeout=10)
-    set_mode(0)
 
 
 def eventually(check, timeout: float = 5.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
