@@ -156,7 +156,7 @@ def entity_update(*, instance: M, data: dict[str, Any], actor: Principal) -> M:
     return instance
 
 
-def entity_delete(*, instance: OwnedModel, actor: Principal) -> OwnedModel:
+def entity_delete(*, instance: M, actor: Principal) -> M:
     """Soft delete; 409 while live records still refer to it (see `refuse_if_referenced`).
 
     Locks the row (FOR UPDATE) for the check and the delete, so two concurrent deletes cannot

@@ -5,12 +5,15 @@ from django.contrib import admin
 from aiwm_project.admin import AUDIT_FIELDS, OwnedModelAdmin
 from deployments.models import Deployment, DeploymentLog
 from deployments.serializers import DeploymentSerializer
+from executions.workflows import deployment_delete
 from nodes.admin import ReadOnlyAdmin
 
 
 @admin.register(Deployment)
 class DeploymentAdmin(OwnedModelAdmin):
     api_serializer = DeploymentSerializer
+    # The API's rule: no delete while it runs or a workflow is starting or stopping it.
+    delete_service = staticmethod(deployment_delete)
     list_display = (
         "deployment_id",
         "name",

@@ -16,7 +16,7 @@ from deployments.choices import LogLevel
 from deployments.models import Deployment
 from deployments.selectors import deployment_logs
 from deployments.serializers import DeploymentLogSerializer, DeploymentSerializer
-from executions.workflows import deployment_start, deployment_stop
+from executions.workflows import deployment_delete, deployment_start, deployment_stop
 from models_registry.views import MODEL_EXAMPLE
 from nodes.views import NODE_EXAMPLE
 
@@ -85,11 +85,16 @@ DEPLOYMENT_EXAMPLE = {
             "description": "`modelId` and `nodeId` must name a model and a node of your organization. "
             "`events` is written by the server only."
         },
+        "destroy": {
+            "description": "409 while the deployment is running or a workflow is starting or stopping it: "
+            "stop it first (its model server would otherwise keep the node's GPU memory)."
+        },
     },
 )
 class DeploymentViewSet(EntityViewSet):
     model = Deployment
     serializer_class = DeploymentSerializer
+    delete_service = staticmethod(deployment_delete)
     filter_fields = {
         "deploymentId": "deployment_id",
         "status": "status",

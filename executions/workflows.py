@@ -1,4 +1,5 @@
-"""The workflows the service builds itself: start a deployment, stop it, download a model.
+"""The workflows the service builds itself: start a deployment, stop it, download a model; and
+the rule that a deployment cannot be deleted while it runs or a workflow is moving it.
 
 Each is an ordinary execution (listed, cancellable and retryable like any other) created and
 started in one transaction, holding the resource's row lock so two clicks cannot start two runs.
@@ -13,7 +14,7 @@ from django.db import transaction
 
 from aiwm_project.auth import Principal
 from aiwm_project.exceptions import ConflictError, ValidationFailed
-from aiwm_project.services import lock_live
+from aiwm_project.services import entity_delete, lock_live
 from deployments.choices import DeploymentStatus, HardwareProfile
 from deployments.models import Deployment
 from deployments.services import deployment_change
@@ -168,6 +169,28 @@ def deployment_stop(
             name=f"Stop {deployment.deployment_id}",
             steps=[step],
         )
+
+
+def deployment_delete(*, instance: Deployment, actor: Principal) -> Deployment:
+    """Soft delete, refused (409) while the deployment is running or being started or stopped: its
+    model server would go on holding the node's GPU memory with no record left to stop it.
+
+    Holds the deployment's row lock for the check and the delete, so a start cannot slip in
+    between (the start takes the same lock first). A deployment never started, stopped or failed
+    is deleted like any record (references checked by `entity_delete`).
+    """
+    with transaction.atomic():
+        deployment = lock_live(Deployment, instance.pk)
+        active = _active_execution(deployment.owner_org_id, ResourceType.DEPLOYMENT, deployment.deployment_id)
+        if active is not None:
+            doing = "stopped" if active.type == ExecutionType.STOP_DEPLOYMENT else "started"
+            raise ConflictError(
+                f"Deployment {deployment.deployment_id!r} is being {doing} by execution {active.execution_id!r}; "
+                "wait for it or cancel it first"
+            )
+        if deployment.status == DeploymentStatus.RUNNING or deployment.is_running:
+            raise ConflictError(f"Deployment {deployment.deployment_id!r} is running; stop it first")
+        return entity_delete(instance=deployment, actor=actor)
 
 
 def model_download(*, model: AIModel, actor: Principal) -> tuple[AIModel, Execution]:

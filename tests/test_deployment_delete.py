@@ -1,0 +1,77 @@
+"""A deployment that runs, or that a workflow is starting or stopping, cannot be deleted (409):
+its model server would keep the node's GPU memory with no record left to stop it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from deployments.models import Deployment
+from executions.engine import execution_apply_result
+from executions.models import Execution
+from tests.support.api import assert_error
+from tests.support.factories import NodeFactory, deployment_with_model
+from tests.support.personas import ORG_A, Personas
+
+pytestmark = pytest.mark.django_db
+
+NODE = "node-gpu-01"
+URL = "/api/deployments/deploy-1"
+
+
+@pytest.fixture
+def deployment(personas: Personas) -> Deployment:
+    NodeFactory.create(node_id=NODE)
+    return deployment_with_model("deploy-1", NODE)
+
+
+def _finish_step(execution_id: str) -> None:
+    """The node answers the execution's running step with success."""
+    execution = Execution.objects.get(execution_id=execution_id)
+    sent = next(s["sentMessageId"] for s in execution.steps if s["status"] == "running")
+    data: dict[str, Any] = {"originalMessageId": sent, "status": "success", "result": {"endpoint": "http://x:8080"}}
+    execution_apply_result(org_id=ORG_A, node_id=NODE, message_id=str(uuid.uuid4()), data=data)
+
+
+def _refused(personas: Personas, words: str) -> None:
+    body = assert_error(personas.owner_a.delete(URL), 409)
+    assert words in body["message"], body
+    assert personas.owner_a.get(URL).status_code == 200  # nothing changed
+
+
+def test_a_deployment_never_started_is_deleted(personas: Personas, deployment: Deployment) -> None:
+    assert personas.owner_a.delete(URL).status_code == 200
+    assert personas.owner_a.get(URL).status_code == 404
+
+
+def test_delete_is_refused_while_starting_running_and_stopping(personas: Personas, deployment: Deployment) -> None:
+    start = personas.owner_a.post(f"{URL}/start").json()
+    _refused(personas, "being started")
+    # The model is on the node (download step), then the container starts: running.
+    for _ in range(2):
+        _finish_step(start["executionId"])
+    assert personas.owner_a.get(URL).json()["status"] == "running"
+    _refused(personas, "running; stop it first")
+    stop = personas.owner_a.post(f"{URL}/stop", {}, format="json").json()
+    _refused(personas, "being stopped")
+    _finish_step(stop["executionId"])
+    assert personas.owner_a.get(URL).json()["status"] == "stopped"
+    assert personas.owner_a.delete(URL).status_code == 200
+
+
+def test_a_deployment_marked_running_by_its_node_is_not_deleted(personas: Personas, deployment: Deployment) -> None:
+    Deployment.objects.filter(pk=deployment.pk).update(is_running=True)
+    _refused(personas, "running; stop it first")
+
+
+def test_the_admin_soft_delete_action_follows_the_same_rule(
+    operator: Any, personas: Personas, deployment: Deployment
+) -> None:
+    Deployment.objects.filter(pk=deployment.pk).update(status="running", is_running=True)
+    response = operator.post(
+        "/admin/deployments/deployment/", {"action": "soft_delete_selected", "_selected_action": [deployment.pk]}
+    )
+    assert response.status_code == 302
+    assert not Deployment.objects.get(pk=deployment.pk).is_deleted
