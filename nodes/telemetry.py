@@ -8,15 +8,18 @@ transaction per message.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.db.models import Field, Model
 
 from nodes.models import Node, NodeMetric
 from nodes.services import heartbeat_changes
+
+logger = logging.getLogger("aiwm.nodes.telemetry")
 
 
 @dataclass
@@ -53,15 +56,42 @@ def nodes_apply_heartbeats(*, heartbeats: dict[str, Heartbeat]) -> None:
             (_write_heartbeats_pg if postgres else _write_heartbeats_orm)(changes)
 
 
+# What a point's values can make the database or its driver refuse (an out-of-range time, a number
+# beyond the column): not a lost connection, which the caller's retry handles.
+BAD_DATA = (DataError, ValueError, OverflowError)
+
+
 def node_metrics_record(*, points: list[MetricPoint]) -> None:
     """Insert metric points in one statement; a point whose messageId its node already stored is
-    skipped (at most once)."""
+    skipped (at most once).
+
+    The batch holds every node's points: if the database (or the driver) refuses the batch because
+    of one point, it is written again node by node, so one misbehaving daemon never costs another
+    node its readings; that node's points of this batch are dropped, with a log line naming it.
+    """
     if not points:
         return
-    if connection.vendor == "postgresql":
-        _insert_metrics_pg(points)
-    else:
-        NodeMetric.objects.bulk_create([NodeMetric(**vars(point)) for point in points], ignore_conflicts=True)
+    try:
+        _insert_metrics_atomically(points)
+    except BAD_DATA:
+        by_node: dict[tuple[str, str], list[MetricPoint]] = {}
+        for point in points:
+            by_node.setdefault((point.owner_org_id, point.node_id), []).append(point)
+        for (org_id, node_id), own in by_node.items():
+            try:
+                _insert_metrics_atomically(own)
+            except BAD_DATA:
+                logger.warning("metrics of node %s (org %s) refused; %d point(s) dropped", node_id, org_id, len(own))
+
+
+def _insert_metrics_atomically(points: list[MetricPoint]) -> None:
+    # Its own transaction (a savepoint inside the caller's): a refused statement leaves nothing
+    # aborted behind it for the next attempt.
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            _insert_metrics_pg(points)
+        else:
+            NodeMetric.objects.bulk_create([NodeMetric(**vars(point)) for point in points], ignore_conflicts=True)
 
 
 # --- PostgreSQL: each batch is a constant number of statements whose rows travel as one JSON
