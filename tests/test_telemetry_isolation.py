@@ -4,6 +4,7 @@ node's points, and a point the database refuses drops only its own node's points
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from django.utils import timezone as dj_timezone
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.django_db
 # defence): year 1 an hour east of UTC is year 0 in UTC, which Python's datetime cannot hold
 # (SQLite's path converts it), and a NUL character, which PostgreSQL's jsonb refuses.
 UNSTORABLE = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
-UNSTORABLE_DATA = {"cpu": {"model": "x\x00y"}}
+UNSTORABLE_DATA: dict[str, Any] = {"cpu": {"model": "x\x00y"}}
 
 
 def _point(org_id: str, node_id: str, message_id: str, at: datetime) -> MetricPoint:
