@@ -74,6 +74,9 @@ MAX_REPORTED_CYCLES = 5
 
 def command_type_problem(value: Any) -> str | None:
     """Why `value` is not a command a step can send, or None when it is one."""
+    if not isinstance(value, str):
+        # An object or a list cannot be looked up (unhashable): refused by its JSON type first.
+        return f"must be a string, one of: {', '.join(STEP_COMMAND_TYPES)}"
     if value in STEP_COMMAND_TYPES:
         return None
     if value in COMMAND_TYPE_HINTS:
@@ -213,7 +216,7 @@ def _command_problems(where: str, step: Mapping[str, Any], default_node_id: str 
     if problem:
         problems.append(f"{where}.command.type: {problem}")
     resource_type = (command.get("resource") or {}).get("type")
-    expected = COMMAND_RESOURCE_TYPE.get(command_type)
+    expected = COMMAND_RESOURCE_TYPE.get(command_type) if isinstance(command_type, str) else None
     if expected and resource_type != expected:
         problems.append(f"{where}.command.resource.type: {command_type} acts on a {expected}, not {resource_type!r}")
     if not (step.get("nodeId") or default_node_id):
