@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from aiwm_project.api.serializers import EntitySerializer, IsoDateTimeField, NestedObjectSerializer, PopulatedField
-from deployments.choices import EventSeverity
+from deployments.choices import DeploymentStatus, EventSeverity
 from deployments.models import Deployment
 from models_registry.serializers import AIModelSerializer
 from nodes.serializers import NodeSerializer
@@ -57,6 +59,21 @@ class DeploymentSerializer(EntitySerializer):
         # Reported by the node (deployment.status).
         read_only_fields = ["container_id", "health_status"]
         extra_kwargs = {"description": {"max_length": 4000}}
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """`isRunning` follows `status` (true exactly when it is running), so the two never
+        contradict: a client that writes `status` moves `isRunning` with it, and an `isRunning`
+        that disagrees with the status it would have is a 400."""
+        current = getattr(self.instance, "status", DeploymentStatus.PENDING)
+        status = attrs.get("status", current)
+        running = status == DeploymentStatus.RUNNING
+        if "is_running" in attrs and attrs["is_running"] != running:
+            raise serializers.ValidationError(
+                {"isRunning": [f"must be {str(running).lower()} while status is {status!r} (it follows status)"]}
+            )
+        if "status" in attrs or self.instance is None:
+            attrs["is_running"] = running
+        return attrs
 
 
 class DeploymentLogSerializer(serializers.Serializer):

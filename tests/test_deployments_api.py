@@ -28,7 +28,8 @@ class TestDeploymentsAPI(EntityAPIContract):
         ("environment", "staging", {"environment": "staging"}, {"environment": "production"}),
         ("modelId", "mistral-7b", {"modelId": "mistral-7b"}, {"modelId": "llama-2-7b-v1"}),
         ("nodeId", "node-gpu-02", {"nodeId": "node-gpu-02"}, {"nodeId": "node-gpu-01"}),
-        ("isRunning", "true", {"isRunning": True}, {"isRunning": False}),
+        # isRunning follows status (docs/decisions.md "Deployments").
+        ("isRunning", "true", {"status": "running", "isRunning": True}, {"isRunning": False}),
         ("deploymentType", "batch", {"deploymentType": "batch"}, {"deploymentType": "api"}),
         ("hardwareProfile", "multi-gpu", {"hardwareProfile": "multi-gpu"}, {"hardwareProfile": "cpu"}),
     ]

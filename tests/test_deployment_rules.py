@@ -1,5 +1,6 @@
-"""A deployment that runs, or that a workflow is starting or stopping, cannot be deleted (409):
-its model server would keep the node's GPU memory with no record left to stop it."""
+"""Deployments that cannot lie: one that runs, or that a workflow is starting or stopping, cannot
+be deleted (409: its model server would keep the node's GPU memory with no record left to stop
+it); `isRunning` follows `status`."""
 
 from __future__ import annotations
 
@@ -75,3 +76,15 @@ def test_the_admin_soft_delete_action_follows_the_same_rule(
     )
     assert response.status_code == 302
     assert not Deployment.objects.get(pk=deployment.pk).is_deleted
+
+
+def test_is_running_follows_status_and_never_contradicts_it(personas: Personas, deployment: Deployment) -> None:
+    owner = personas.owner_a
+    body = owner.put(URL, {"status": "running"}, format="json").json()
+    assert (body["status"], body["isRunning"]) == ("running", True)
+    body = owner.put(URL, {"status": "stopped", "isRunning": False}, format="json").json()
+    assert (body["status"], body["isRunning"]) == ("stopped", False)
+    refused = assert_error(owner.put(URL, {"isRunning": True}, format="json"), 400)
+    assert any(line.startswith("isRunning") for line in refused["errors"]), refused
+    refused = assert_error(owner.put(URL, {"status": "pending", "isRunning": True}, format="json"), 400)
+    assert owner.get(URL).json()["isRunning"] is False
