@@ -24,7 +24,7 @@ from executions.models import Execution
 from executions.services import execution_create
 from executions.steps import StepDefinition
 from models_registry.models import AIModel
-from nodes.choices import CommandType
+from nodes.choices import CommandType, NodeStatus
 from nodes.models import Node
 
 # Step time limits (seconds). A download is bounded by the model's size; a week is the engine's cap.
@@ -91,6 +91,11 @@ def deployment_start(*, deployment: Deployment, actor: Principal) -> tuple[Deplo
         if model is None or node is None:  # protected references make this rare: a race with a delete
             raise ValidationFailed(
                 [f"deployment {deployment.deployment_id!r} names a model or node that no longer exists"]
+            )
+        if node.status == NodeStatus.MAINTENANCE:
+            raise ConflictError(
+                f"Node {node.node_id!r} is in maintenance: it takes no new deployment until an operator "
+                "takes it out of maintenance"
             )
         steps: list[StepDefinition] = []
         if not (model.is_downloaded and model.node_id == node.node_id):

@@ -88,3 +88,11 @@ def test_is_running_follows_status_and_never_contradicts_it(personas: Personas, 
     assert any(line.startswith("isRunning") for line in refused["errors"]), refused
     refused = assert_error(owner.put(URL, {"status": "pending", "isRunning": True}, format="json"), 400)
     assert owner.get(URL).json()["isRunning"] is False
+
+
+def test_a_node_in_maintenance_takes_no_new_deployment(personas: Personas, deployment: Deployment) -> None:
+    personas.owner_a.put(f"/api/nodes/{NODE}", {"status": "maintenance"}, format="json")
+    body = assert_error(personas.owner_a.post(f"{URL}/start"), 409)
+    assert "maintenance" in body["message"] and NODE in body["message"], body
+    assert not Execution.objects.exists()
+    assert personas.owner_a.get(URL).json()["events"] == []
