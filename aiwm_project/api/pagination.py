@@ -19,9 +19,12 @@ def _positive_int(request: Request, name: str, default: int, maximum: int) -> in
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or int(raw) < 1:
+    # ASCII digits only: str.isdigit() is also true of "²" (int() fails) and "٣" (int() reads 3).
+    digits = raw.lstrip("0")
+    if not (raw.isascii() and raw.isdigit()) or not digits:
         raise ValidationError({name: [f"must be a positive integer, got {raw[:32]!r}"]})
-    value = int(raw)
+    # Thousands of digits are more than int() converts: more digits than the maximum is too large.
+    value = int(digits) if len(digits) <= len(str(maximum)) else maximum + 1
     if value > maximum:
         raise ValidationError({name: [f"must not be greater than {maximum}"]})
     return value
