@@ -12,6 +12,7 @@ import logging
 from django.conf import settings
 
 from aiwm_project.db import db_sync_to_async
+from deployments.services import deployments_flag_offline_nodes
 from executions.engine import executions_sweep
 from nodes.commands import commands_redeliver
 from nodes.services import inbound_prune, metrics_prune, nodes_mark_stale_offline
@@ -24,6 +25,7 @@ def run_sweep() -> dict[str, int]:
     """One pass of every periodic job; each is a service, also called by the Celery task."""
     return {
         "nodes_offline": nodes_mark_stale_offline(),
+        "deployments_flagged": deployments_flag_offline_nodes(),
         "executions_advanced": executions_sweep(),
         "commands_redelivered": commands_redeliver(),
         "metrics_pruned": metrics_prune(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NotRequired, TypedDict, Unpack
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from aiwm_project.datetimes import format_datetime, reported_time
@@ -12,6 +13,8 @@ from aiwm_project.exceptions import NotFoundError, ValidationFailed
 from aiwm_project.services import lock_live
 from deployments.choices import DeploymentStatus, EventSeverity, LogLevel
 from deployments.models import MAX_EVENTS, Deployment, DeploymentLog
+from nodes.choices import NodeStatus
+from nodes.models import Node
 
 
 class StateChange(TypedDict):
@@ -83,6 +86,42 @@ def deployment_record_event(
         )
     deployment.events, deployment.updated_at = locked.events, locked.updated_at
     return deployment
+
+
+# Health of a deployment whose node cannot tell (it went offline).
+UNKNOWN_HEALTH = "unknown"
+SWEEP_BATCH = 500
+
+
+def deployments_flag_offline_nodes() -> int:
+    """The sweep's pass: a running deployment whose node went offline says so — health `unknown` and a
+    `node.offline` warning in its events, once (one already unknown is skipped). Nothing is stopped
+    or changed otherwise: what runs on a node is the node's to say, and its next report
+    (`deployment.status`) sets the health again. Each row is claimed with SKIP LOCKED, so sweeps in
+    several processes share the work. Returns how many deployments it flagged."""
+    offline_node = Node.objects.filter(
+        owner_org_id=OuterRef("owner_org_id"), node_id=OuterRef("node_id"), is_deleted=False, status=NodeStatus.OFFLINE
+    )
+    candidates = (
+        Deployment.objects.filter(is_deleted=False, is_running=True)
+        .exclude(health_status=UNKNOWN_HEALTH)
+        .filter(Exists(offline_node))
+    )
+    flagged = 0
+    for pk in list(candidates.values_list("pk", flat=True)[:SWEEP_BATCH]):
+        with transaction.atomic():
+            deployment = candidates.select_for_update(skip_locked=True).filter(pk=pk).first()
+            if deployment is None:
+                continue
+            deployment_change(
+                deployment=deployment,
+                changes={"health_status": UNKNOWN_HEALTH},
+                event="node.offline",
+                message=f"node {deployment.node_id} is offline: the deployment's state is unknown until it reports",
+                severity=EventSeverity.WARNING,
+            )
+            flagged += 1
+    return flagged
 
 
 # --- what the node reports (deployment.status, deployment.logs) ---

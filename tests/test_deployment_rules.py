@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
+from aiwm_project.background import run_sweep
 from deployments.models import Deployment
 from executions.engine import execution_apply_result
 from executions.models import Execution
+from nodes.models import Node
 from tests.support.api import assert_error
 from tests.support.factories import NodeFactory, deployment_with_model
 from tests.support.personas import ORG_A, Personas
@@ -96,3 +98,15 @@ def test_a_node_in_maintenance_takes_no_new_deployment(personas: Personas, deplo
     assert "maintenance" in body["message"] and NODE in body["message"], body
     assert not Execution.objects.exists()
     assert personas.owner_a.get(URL).json()["events"] == []
+
+
+def test_a_running_deployment_on_a_node_gone_offline_says_so_once(personas: Personas, deployment: Deployment) -> None:
+    Deployment.objects.filter(pk=deployment.pk).update(status="running", is_running=True, health_status="healthy")
+    Node.objects.filter(node_id=NODE).update(status="online")
+    assert run_sweep()["deployments_flagged"] == 0  # online: nothing to say
+    Node.objects.filter(node_id=NODE).update(status="offline")
+    assert run_sweep()["deployments_flagged"] == 1
+    assert run_sweep()["deployments_flagged"] == 0  # said once
+    body = personas.owner_a.get(URL).json()
+    assert (body["status"], body["isRunning"], body["healthStatus"]) == ("running", True, "unknown")
+    assert [(e["event"], e["severity"]) for e in body["events"]] == [("node.offline", "warning")]
