@@ -31,12 +31,37 @@ def aware(value: datetime) -> datetime:
     return value if timezone.is_aware(value) else timezone.make_aware(value, timezone.get_current_timezone())
 
 
-def reported_time(value: Any, default: datetime) -> datetime:
-    """A node's timestamp if it is a sane ISO 8601 time (not far in the future), else `default`."""
-    if isinstance(value, str) and len(value) < 64:
+def parse_iso8601(value: Any) -> datetime | None:
+    """An ISO 8601 date-time string as an aware datetime in UTC; None when it is not one.
+
+    Not one either: a time that cannot be (30 February, a +99:00 offset: `parse_datetime` raises
+    ValueError on those) or that a datetime cannot hold in UTC (year 1 at +01:00, year 9999 at
+    -01:00: converting overflows), so neither reaches a comparison or the database.
+    """
+    if not isinstance(value, str) or len(value) >= 64:
+        return None
+    try:
         parsed = parse_datetime(value)
-        if parsed is not None:
-            parsed = aware(parsed)
-            if parsed <= default + MAX_CLOCK_SKEW:
-                return parsed
-    return default
+        return None if parsed is None else aware(parsed).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+# Before this, a node's time is not believed: no daemon reported then, and a point of year 1 is a
+# broken clock (or an attack) that would sort before everything and stretch every time range.
+EARLIEST_REPORTED = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def believable_time(value: Any, now: datetime) -> datetime | None:
+    """A node's timestamp if it is an ISO 8601 time from EARLIEST_REPORTED (2000-01-01 UTC) up to
+    MAX_CLOCK_SKEW (5 minutes) past `now`; None when it is anything else."""
+    parsed = parse_iso8601(value)
+    if parsed is None or not EARLIEST_REPORTED <= parsed <= now + MAX_CLOCK_SKEW:
+        return None
+    return parsed
+
+
+def reported_time(value: Any, default: datetime) -> datetime:
+    """A node's timestamp if `believable_time` believes it (not before 2000, not more than five
+    minutes ahead of `default`, a real time at all), else `default` (the time it was received)."""
+    return believable_time(value, default) or default

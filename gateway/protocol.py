@@ -18,9 +18,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from rest_framework.exceptions import ParseError
 
-from aiwm_project.datetimes import iso_now
+from aiwm_project.datetimes import believable_time, iso_now
 from aiwm_project.db import db_sync_to_async
 from aiwm_project.exceptions import ServiceError
 from aiwm_project.parsers import check_json_value
@@ -133,6 +134,14 @@ def buffer_heartbeat(conn: Connection, message: dict[str, Any]) -> None:
 
 
 def buffer_metrics(conn: Connection, message: dict[str, Any]) -> None:
+    # The point is stored at its timestamp: one that is sent but not believable (unparseable, out
+    # of range, before 2000 or ahead of our clock) is refused here, before it reaches the buffer.
+    timestamp = message.get("timestamp")
+    if timestamp is not None and believable_time(timestamp, timezone.now()) is None:
+        raise ProtocolError(
+            "INVALID_PAYLOAD",
+            "timestamp must be an ISO 8601 date-time from 2000 to at most 5 minutes ahead of the server's clock",
+        )
     # At most once: the point's messageId is unique per node (the flush skips a repeat).
     telemetry.buffer.add_metric(
         org_id=conn.identity.org_id,

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
+from django.utils import timezone
 
+from aiwm_project.datetimes import reported_time
+from deployments.models import DeploymentLog
+from deployments.services import deployment_append_logs
+from nodes.models import NodeMetric
 from tests.support.api import assert_error
+from tests.support.daemons import daemon_for, message
 from tests.support.executions import URL as EXECUTIONS_URL
 from tests.support.executions import step
-from tests.support.factories import NodeFactory
-from tests.support.personas import Personas
+from tests.support.factories import NodeFactory, deployment_with_model
+from tests.support.live_server import LiveGateway
+from tests.support.personas import ORG_A, Personas
+
+# Date-times ISO 8601 can spell that are no time at all, or none a datetime holds in UTC.
+OUT_OF_RANGE_TIMES = [
+    "2025-02-30T00:00:00Z",
+    "2025-01-01T00:00:00+99:00",
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+]
 
 # --- steps[].command.type of the wrong JSON type ---
 
@@ -49,3 +66,80 @@ def test_page_and_limit_of_thousands_of_digits_are_too_large(personas: Personas,
     error = assert_error(personas.owner_a.get("/api/nodes", {name: "9" * 5000}), 400)
     assert any("greater than" in line for line in error["errors"]), error
     assert personas.owner_a.get("/api/nodes", {name: "0002"}).status_code == 200
+
+
+# --- out-of-range date-times: a 400 in a query, not believed from a node ---
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("raw", OUT_OF_RANGE_TIMES)
+def test_out_of_range_time_query_params_are_a_400(personas: Personas, raw: str) -> None:
+    client = personas.owner_a
+    node = NodeFactory.create(actor=client.principal)
+    deployment_with_model("deploy-1", node.node_id, actor=client.principal)
+    for url, name in (
+        (f"/api/nodes/{node.pk}/metrics", "from"),
+        (f"/api/nodes/{node.pk}/metrics", "to"),
+        ("/api/deployments/deploy-1/logs", "since"),
+    ):
+        error = assert_error(client.get(url, {name: raw}), 400, url)
+        assert any(line.startswith(name) for line in error["errors"]), error
+    # The extremes that are times in UTC are fine.
+    assert client.get(f"/api/nodes/{node.pk}/metrics", {"from": "0001-01-01T00:00:00Z"}).status_code == 200
+    assert client.get(f"/api/nodes/{node.pk}/metrics", {"to": "9999-12-31T23:59:59Z"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        *OUT_OF_RANGE_TIMES,
+        "0001-01-01T00:00:00Z",
+        "1999-12-31T23:59:59Z",  # before any daemon ran: not believed
+        "2999-01-01T00:00:00Z",
+        12345,
+        "x" * 100,
+    ],
+)
+def test_a_node_timestamp_out_of_range_is_not_believed(raw: Any) -> None:
+    now = timezone.now()
+    assert reported_time(raw, now) == now
+    assert reported_time("2000-01-01T00:00:00Z", now) == datetime(2000, 1, 1, tzinfo=UTC)
+    assert reported_time((now + timedelta(minutes=1)).isoformat(), now) == now + timedelta(minutes=1)
+
+
+@pytest.mark.django_db
+def test_log_lines_with_out_of_range_timestamps_are_stored_at_the_time_received() -> None:
+    node = NodeFactory.create()
+    deployment_with_model("deploy-1", node.node_id)
+    logs = [
+        {"timestamp": raw, "level": "info", "message": raw} for raw in [*OUT_OF_RANGE_TIMES, "0500-01-01T00:00:00Z"]
+    ]
+    before = timezone.now()
+    assert deployment_append_logs(org_id=ORG_A, node_id=node.node_id, deployment_id="deploy-1", logs=logs) == 5
+    assert all(line.timestamp >= before for line in DeploymentLog.objects.all())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_metric_point_with_an_invalid_timestamp_is_refused_and_dropped(gateway: LiveGateway) -> None:
+    node, token = NodeFactory.with_token()
+    bad_values: list[Any] = [*OUT_OF_RANGE_TIMES, "0001-01-01T00:00:00Z", "2999-01-01T00:00:00Z", "soon", 12345]
+
+    async def scenario() -> list[tuple[str, dict[str, Any]]]:
+        refused = []
+        async with daemon_for(gateway, {"token": token}) as daemon:
+            for raw in bad_values:
+                sent = await daemon.send({**message("telemetry.metrics", {"cpu": {"usage": 1}}), "timestamp": raw})
+                refused.append((sent["messageId"], await daemon.error("INVALID_PAYLOAD")))
+            # A good point, and one without a timestamp, are still recorded, and the batch is written.
+            await daemon.send(message("telemetry.metrics", {"cpu": {"usage": 2}}))
+            untimed = message("telemetry.metrics", {"cpu": {"usage": 3}})
+            del untimed["timestamp"]
+            await daemon.send(untimed)
+            await daemon.barrier()  # its telemetry is written before the barrier is answered
+        return refused
+
+    refused = async_to_sync(scenario)()
+    assert len(refused) == len(bad_values)
+    assert all(error["originalMessageId"] == sent and "timestamp" in error["message"] for sent, error in refused)
+    points = NodeMetric.objects.filter(node_id=node.node_id)
+    assert sorted(point.data["cpu"]["usage"] for point in points) == [2, 3]

@@ -6,22 +6,22 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 
-from aiwm_project.datetimes import aware
+from aiwm_project.datetimes import parse_iso8601
 
 
 def time_param(request: Request, name: str, default: datetime | None = None) -> datetime | None:
-    """An ISO 8601 query parameter (`from`, `to`, `since`); anything else is a 400."""
+    """An ISO 8601 query parameter (`from`, `to`, `since`), in UTC; anything else, a time out of
+    range among them (30 February, a +99:00 offset, year 1 at +01:00), is a 400."""
     raw = request.query_params.get(name) or ""
     if not raw:
         return default
-    parsed = parse_datetime(raw) if len(raw) < 64 else None
+    parsed = parse_iso8601(raw)
     if parsed is None:
         raise ValidationError({name: [f"must be an ISO 8601 date-time, got {raw[:32]!r}"]})
-    return aware(parsed)
+    return parsed
 
 
 def time_range(request: Request, *, default_span: timedelta) -> tuple[datetime | None, datetime | None]:
