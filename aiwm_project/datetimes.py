@@ -13,8 +13,12 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 def format_datetime(value: datetime) -> str:
-    """ISO 8601 in UTC with milliseconds and a Z, as the contract's examples show."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    """ISO 8601 in UTC with milliseconds and a Z, as the contract's examples show.
+
+    The year is padded to four digits by hand: glibc's strftime writes year 325 as "325".
+    """
+    utc = value.astimezone(UTC)
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
 
 def iso_now() -> str:

@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.utils import timezone
 
-from aiwm_project.datetimes import reported_time
+from aiwm_project.datetimes import format_datetime, reported_time
 from deployments.models import DeploymentLog
 from deployments.services import deployment_append_logs
 from nodes.models import NodeMetric
@@ -17,7 +17,7 @@ from tests.support.api import assert_error
 from tests.support.daemons import daemon_for, message
 from tests.support.executions import URL as EXECUTIONS_URL
 from tests.support.executions import step
-from tests.support.factories import NodeFactory, deployment_with_model
+from tests.support.factories import AgentFactory, AIModelFactory, NodeFactory, deployment_with_model
 from tests.support.live_server import LiveGateway
 from tests.support.personas import ORG_A, Personas
 
@@ -143,3 +143,25 @@ def test_a_metric_point_with_an_invalid_timestamp_is_refused_and_dropped(gateway
     assert all(error["originalMessageId"] == sent and "timestamp" in error["message"] for sent, error in refused)
     points = NodeMetric.objects.filter(node_id=node.node_id)
     assert sorted(point.data["cpu"]["usage"] for point in points) == [2, 3]
+
+
+# --- years below 1000 are written with four digits (ISO 8601) ---
+
+
+def test_years_below_1000_are_formatted_with_four_digits() -> None:
+    assert format_datetime(datetime(325, 1, 31, 4, 5, 6, 7000, tzinfo=UTC)) == "0325-01-31T04:05:06.007Z"
+    assert format_datetime(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00.000Z"
+    assert format_datetime(datetime(2025, 11, 16, 13, 0, tzinfo=UTC)) == "2025-11-16T13:00:00.000Z"
+
+
+@pytest.mark.django_db
+def test_an_early_participant_time_is_echoed_as_iso_8601(personas: Personas) -> None:
+    client = personas.owner_a
+    NodeFactory.create(actor=client.principal)
+    AIModelFactory.create(model_id="llama-2-7b-v1", node_id="node-gpu-01", actor=client.principal)
+    AgentFactory.create(agent_id="agent-assistant-01", actor=client.principal)
+    participant = {"userId": "u1", "role": "customer", "joinedAt": "0325-01-31T00:00:00Z"}
+    body = {"conversationId": "conv-1", "title": "t", "agentId": "agent-assistant-01", "participants": [participant]}
+    response = client.post("/api/conversations", body, format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["participants"][0]["joinedAt"] == "0325-01-31T00:00:00.000Z"
