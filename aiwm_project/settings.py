@@ -186,6 +186,9 @@ REST_FRAMEWORK = {
 }
 
 SPECTACULAR_SETTINGS = {
+    # One name for a choice set used by several fields (an execution's `status`, a lifecycle answer's
+    # `executionStatus`), so generated clients get one type.
+    "ENUM_NAME_OVERRIDES": {"ExecutionStatusEnum": "executions.choices.ExecutionStatus"},
     "TITLE": "AIWM - AI Workflow Manager API",
     "DESCRIPTION": (
         "Control plane for a fleet of GPU servers: nodes, models, agents, instructions, tools, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -16,6 +17,9 @@ from deployments.choices import LogLevel
 from deployments.models import Deployment
 from deployments.selectors import deployment_logs
 from deployments.serializers import DeploymentLogSerializer, DeploymentSerializer
+from executions.choices import ExecutionStatus
+from executions.models import Execution
+from executions.selectors import execution_wait
 from executions.workflows import deployment_delete, deployment_start, deployment_stop
 from models_registry.views import MODEL_EXAMPLE
 from nodes.views import NODE_EXAMPLE
@@ -30,8 +34,27 @@ class StopRequestSerializer(serializers.Serializer):
 
 DeploymentLifecycleResponse = inline_serializer(
     "DeploymentLifecycleResponse",
-    {"message": serializers.CharField(), "deployment": DeploymentSerializer(), "executionId": serializers.CharField()},
+    {
+        "message": serializers.CharField(),
+        "deployment": DeploymentSerializer(),
+        "executionId": serializers.CharField(),
+        "executionStatus": serializers.ChoiceField(choices=ExecutionStatus.choices),
+    },
 )
+# `?wait=SECONDS`: answer when the workflow has finished, or at the deadline (it may run for long:
+# a download), holding one worker thread meanwhile.
+MAX_WAIT_SECONDS = 300
+WAIT_PARAMETER = OpenApiParameter(
+    "wait",
+    int,
+    description=f"Seconds (0-{MAX_WAIT_SECONDS}) to wait for the workflow to finish before answering; "
+    "the answer then tells its outcome (`executionStatus`). Default 0: answer at once.",
+)
+# The message for how the workflow stands when the answer is written: (verb, outcome) -> text.
+LIFECYCLE_MESSAGES: dict[tuple[str, str], str] = {
+    ("start", ExecutionStatus.COMPLETED): "Deployment started successfully",
+    ("stop", ExecutionStatus.COMPLETED): "Deployment stopped successfully",
+}
 
 OWNER = {"orgId": "68dd05b175d9e3c17bf97f60", "userId": "68dcf365f6a92c0d4911b619", "groupId": ""}
 AUDIT = {
@@ -144,31 +167,34 @@ class DeploymentViewSet(EntityViewSet):
 
     @extend_schema(
         summary="Start the deployment: a deploy-model execution (download unless present, then deployment.start)",
-        description="Answers at once with the execution that does the work; the deployment's `status` follows "
-        "its node's reports (`pending` until the node says `running`). 409 when it is running or a workflow "
-        "on it is still active.",
+        description="Answers with the execution that does the work (`executionId`, `executionStatus`): at once, "
+        "or with `?wait=SECONDS` when it has finished (the message then says the deployment started) or the wait "
+        "ran out. The deployment's `status` follows its node's reports (`pending` until the node says `running`). "
+        "409 when it is running, a workflow on it is still active, or its node is in maintenance.",
         tags=["Deployments"],
         request=None,
+        parameters=[WAIT_PARAMETER],
         responses={200: DeploymentLifecycleResponse},
     )
     @action(detail=True, methods=["post"], url_path="start", required_right="update")
     def start(self, request: Request, id: str | None = None) -> Response:
+        wait = self.wait_seconds()
         deployment, execution = deployment_start(deployment=self.get_object(), actor=self.actor)
-        return self.workflow_response(
-            "Deployment started successfully", "deployment", deployment, execution.execution_id
-        )
+        return self.lifecycle_response("start", deployment, execution, wait)
 
     @extend_schema(
         summary="Stop the deployment: a stop-deployment execution (deployment.stop)",
-        description="A deploy still in progress is cancelled first. 409 when the deployment is stopped or "
-        "already being stopped.",
+        description="A deploy still in progress is cancelled first. Answers like start (`?wait=SECONDS` to wait "
+        "for the outcome). 409 when the deployment is stopped or already being stopped.",
         tags=["Deployments"],
         request=StopRequestSerializer,
+        parameters=[WAIT_PARAMETER],
         responses={200: DeploymentLifecycleResponse},
         examples=[OpenApiExample("Stop", value={"gracefulShutdown": True, "timeoutSeconds": 30}, request_only=True)],
     )
     @action(detail=True, methods=["post"], url_path="stop", required_right="update")
     def stop(self, request: Request, id: str | None = None) -> Response:
+        wait = self.wait_seconds()
         deployment = self.get_object()
         body = self.action_body(StopRequestSerializer)
         deployment, execution = deployment_stop(
@@ -177,6 +203,26 @@ class DeploymentViewSet(EntityViewSet):
             graceful_shutdown=body["gracefulShutdown"],
             timeout_seconds=body["timeoutSeconds"],
         )
-        return self.workflow_response(
-            "Deployment stopped successfully", "deployment", deployment, execution.execution_id
-        )
+        return self.lifecycle_response("stop", deployment, execution, wait)
+
+    def wait_seconds(self) -> int:
+        """`?wait=`: whole seconds, ASCII digits, 0 to MAX_WAIT_SECONDS (a 400 otherwise)."""
+        raw = self.request.query_params.get("wait", "0") or "0"
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_WAIT_SECONDS:
+            raise ValidationError({"wait": [f"must be a whole number of seconds from 0 to {MAX_WAIT_SECONDS}"]})
+        return int(raw)
+
+    def lifecycle_response(self, verb: str, deployment: Deployment, execution: Execution, wait: int) -> Response:
+        """What is true when the answer is written: the workflow was started (its `executionId`) and
+        how it stands; with `wait`, after it finished or the wait ran out."""
+        if wait:
+            execution = execution_wait(execution=execution, seconds=wait)
+            deployment = self.get_object()  # as the workflow left it
+        message = LIFECYCLE_MESSAGES.get((verb, execution.status))
+        if message is None:
+            message = f"Deployment {verb} requested: execution {execution.execution_id} is {execution.status}"
+            if execution.error:
+                message += f" ({execution.error.get('code')}: {execution.error.get('message')})"
+        response = self.workflow_response(message, "deployment", deployment, execution.execution_id)
+        response.data["executionStatus"] = execution.status
+        return response

@@ -4,10 +4,13 @@ it); `isRunning` follows `status`."""
 
 from __future__ import annotations
 
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from aiwm_project.background import run_sweep
 from deployments.models import Deployment
@@ -110,3 +113,34 @@ def test_a_running_deployment_on_a_node_gone_offline_says_so_once(personas: Pers
     body = personas.owner_a.get(URL).json()
     assert (body["status"], body["isRunning"], body["healthStatus"]) == ("running", True, "unknown")
     assert [(e["event"], e["severity"]) for e in body["events"]] == [("node.offline", "warning")]
+
+
+@pytest.mark.django_db(transaction=True)  # the node's answers commit in another thread while the request waits
+def test_start_with_wait_answers_with_the_outcome(personas: Personas, deployment: Deployment) -> None:
+    """`?wait=SECONDS`: the answer comes when the workflow ended (here: the node answered from another
+    thread while the request waited), or at the deadline with the execution still running."""
+    owner = personas.owner_a
+    body = owner.post(f"{URL}/start?wait=1").json()
+    assert body["executionStatus"] == "running" and "is running" in body["message"], body
+    owner.post(f"/api/executions/{body['executionId']}/cancel", {}, format="json")
+
+    def answer_soon() -> None:
+        try:
+            for _ in range(100):
+                time.sleep(0.05)
+                execution = Execution.objects.filter(type="deploy-model", status="running").first()
+                if execution is not None:
+                    for _ in range(2):
+                        _finish_step(execution.execution_id)
+                    return
+        finally:
+            connection.close()  # this thread's own connection, or the test database cannot be dropped
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(answer_soon)
+        body = owner.post(f"{URL}/start?wait=10").json()
+    assert (body["message"], body["executionStatus"]) == ("Deployment started successfully", "completed"), body
+    assert (body["deployment"]["status"], body["deployment"]["isRunning"]) == ("running", True)
+    for bad in ("-1", "301", "²", "soon"):
+        refused = assert_error(owner.post(f"{URL}/stop?wait={bad}", {}, format="json"), 400)
+        assert refused["errors"][0].startswith("wait"), refused

@@ -56,7 +56,7 @@ def test_a_daemon_takes_a_deployment_to_running_and_back_to_stopped(gateway: Liv
         async with daemon_for(gateway, {"token": token}) as daemon:
             await daemon.register()
             started = await rest.apost("/api/deployments/deploy-llama-prod-01/start", {}, expect=200)
-            assert started["message"] == "Deployment started successfully"
+            assert started["executionStatus"] == "running"
             execution_id = started["executionId"]
 
             download = await daemon.expect("model.download")

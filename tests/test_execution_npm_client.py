@@ -156,8 +156,8 @@ def test_the_npm_daemon_takes_a_deployment_through_the_engine_to_running_and_bac
 
         # --- start: deploy-model = model.download, then deployment.start -------------------------
         started = api.call("POST", f"/api/deployments/{DEPLOYMENT}/start", {})
-        assert set(started) == {"message", "deployment", "executionId"}, started
-        assert started["message"] == "Deployment started successfully"
+        assert set(started) == {"message", "deployment", "executionId", "executionStatus"}, started
+        assert started["message"] == f"Deployment start requested: execution {started['executionId']} is running"
         assert started["deployment"]["status"] == "pending" and started["deployment"]["isRunning"] is False
         execution_id = started["executionId"]
 
@@ -263,7 +263,7 @@ def test_the_npm_daemon_takes_a_deployment_through_the_engine_to_running_and_bac
 
         # --- stop: stop-deployment = deployment.stop ---------------------------------------------
         stopping = api.call("POST", f"/api/deployments/{DEPLOYMENT}/stop", {})
-        assert stopping["message"] == "Deployment stopped successfully"
+        assert stopping["message"] == f"Deployment stop requested: execution {stopping['executionId']} is running"
         stop_id = stopping["executionId"]
         assert stop_id != execution_id
 

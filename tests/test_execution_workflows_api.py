@@ -178,7 +178,9 @@ def test_statistics_follow_the_engine(fleet: Personas) -> None:
 def test_deployment_start_downloads_then_starts_and_follows_the_nodes_results(fleet: Personas) -> None:
     owner = fleet.owner_a
     answer_body = post(owner, "/api/deployments/deploy-llama-prod-01/start")
-    assert answer_body["message"] == "Deployment started successfully"
+    # What is true when it answers: the workflow was started, the deployment is not running yet.
+    assert answer_body["message"] == f"Deployment start requested: execution {answer_body['executionId']} is running"
+    assert answer_body["executionStatus"] == "running"
     assert answer_body["deployment"]["deploymentId"] == "deploy-llama-prod-01"
     assert answer_body["deployment"]["status"] == "pending"
     execution = owner.get(f"/api/executions/{answer_body['executionId']}").json()
