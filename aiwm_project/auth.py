@@ -13,6 +13,7 @@ from django.conf import settings
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
 KNOWN_ROLES = ("universe.owner", "organization.owner", "organization.editor", "organization.viewer")
 
 
@@ -68,7 +69,7 @@ def decode_token(token: str) -> dict[str, Any]:
     The accepted algorithms come from configuration only, never from the token's header.
     """
     try:
-        return jwt.decode(
+        claims: dict[str, Any] = jwt.decode(
             token,
             _verification_key(token),
             algorithms=settings.IAM_JWT_ALGORITHMS,
@@ -81,6 +82,13 @@ def decode_token(token: str) -> dict[str, Any]:
         raise TokenError("token expired") from exc
     except jwt.InvalidTokenError as exc:
         raise TokenError(f"invalid token: {exc}") from exc
+    # PyJWT checks these times with int(), which also reads "1767225600"; RFC 7519 makes each a
+    # NumericDate, a JSON number, so a string (or a boolean) is refused rather than believed.
+    for name in NUMERIC_DATE_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (not isinstance(value, int | float) or isinstance(value, bool)):
+            raise TokenError(f"invalid token: {name} must be a number (a NumericDate)")
+    return claims
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:

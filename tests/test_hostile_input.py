@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import jwt
 import pytest
 from asgiref.sync import async_to_sync
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from aiwm_project.datetimes import format_datetime, reported_time
 from deployments.models import DeploymentLog
@@ -165,3 +168,38 @@ def test_an_early_participant_time_is_echoed_as_iso_8601(personas: Personas) -> 
     response = client.post("/api/conversations", body, format="json")
     assert response.status_code == 201, response.json()
     assert response.json()["participants"][0]["joinedAt"] == "0325-01-31T00:00:00.000Z"
+
+
+# --- JWT NumericDate claims must be numbers (RFC 7519) ---
+
+SECRET = "test-shared-secret-that-is-long-enough-for-hs256"
+
+
+@pytest.fixture
+def hs256(settings: Any) -> None:
+    settings.IAM_JWT_SECRET = SECRET
+    settings.IAM_PUBLIC_KEY = ""
+    settings.IAM_JWKS_URL = ""
+    settings.IAM_JWT_ALGORITHMS = ["HS256"]
+    settings.IAM_ISSUER = ""
+    settings.IAM_AUDIENCE = ""
+
+
+def _get_with_claims(**claims: Any) -> Any:
+    now = int(time.time())
+    body = {"sub": "u-1", "orgId": "org-jwt", "roles": ["organization.owner"], "iat": now, "exp": now + 600}
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {jwt.encode({**body, **claims}, SECRET, algorithm='HS256')}")
+    return client.get("/api/nodes")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+def test_a_numeric_date_claim_that_is_a_string_is_refused(hs256: None, claim: str) -> None:
+    now = int(time.time())
+    value = now + 600 if claim == "exp" else now - 60
+    assert _get_with_claims(**{claim: value}).status_code == 200
+    assert _get_with_claims(**{claim: value + 0.5}).status_code == 200  # a NumericDate may have a fraction
+    body = assert_error(_get_with_claims(**{claim: str(value)}), 401, "/api/nodes")
+    assert any(claim in line for line in body.get("errors", [])), body
+    assert_error(_get_with_claims(**{claim: True}), 401)
