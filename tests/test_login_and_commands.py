@@ -84,6 +84,7 @@ def test_create_iam_user_updates_an_existing_user() -> None:
         "o2",
         "--roles",
         "organization.editor,organization.viewer",
+        "--force",  # another organization and roles: refused without it (below)
     )
     body = APIClient().post("/auth/login", {"username": "x", "password": "b"}, format="json").json()
     assert body["user"]["orgId"] == "o2"
@@ -137,3 +138,64 @@ def test_issue_token_rejects_bad_arguments() -> None:
             "--expires-in",
             "0",
         )
+
+
+USER = ["--username", "x", "--org-id", "o1", "--roles", "organization.viewer"]
+
+
+def test_create_iam_user_refuses_to_move_a_user_without_force() -> None:
+    run("create_iam_user", *USER, "--password", "a")
+    assert "Updated" in run("create_iam_user", *USER, "--password", "b")  # same org and roles: a new password
+    for change in (["--org-id", "o2"], ["--roles", "organization.owner"], ["--group-id", "g"]):
+        with pytest.raises(CommandError, match="--force"):
+            run("create_iam_user", *USER, "--password", "c", *change)
+    body = APIClient().post("/auth/login", {"username": "x", "password": "b"}, format="json").json()
+    assert (body["user"]["orgId"], body["user"]["roles"]) == ("o1", ["organization.viewer"])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--username", ""],
+        ["--username", "has space"],
+        ["--org-id", ""],
+        ["--org-id", "o/1"],
+        ["--group-id", "g g"],
+        ["--roles", ","],
+        ["--password", ""],
+    ],
+)
+def test_create_iam_user_refuses_malformed_input(bad: list[str]) -> None:
+    with pytest.raises(CommandError):
+        run("create_iam_user", *USER, "--password", "a", *bad)
+    from django.contrib.auth import get_user_model
+
+    assert not get_user_model().objects.exists()
+
+
+def test_create_iam_user_takes_the_password_from_stdin_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("from-stdin\n"))
+    run("create_iam_user", *USER, "--password-stdin")
+    assert (
+        APIClient().post("/auth/login", {"username": "x", "password": "from-stdin"}, format="json").status_code == 200
+    )
+    monkeypatch.setenv("AIWM_USER_PASSWORD", "from-env")
+    run("create_iam_user", *USER)
+    assert APIClient().post("/auth/login", {"username": "x", "password": "from-env"}, format="json").status_code == 200
+    monkeypatch.delenv("AIWM_USER_PASSWORD")
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal: no prompt, a clear refusal
+    with pytest.raises(CommandError, match="no password"):
+        run("create_iam_user", *USER)
+
+
+@pytest.mark.parametrize("field", ["--org-id", "--user-id", "--username"])
+def test_issue_token_refuses_empty_ids(field: str) -> None:
+    args = {"--username": "a", "--user-id": "u", "--org-id": "o", "--roles": "organization.owner", field: ""}
+    with pytest.raises(CommandError):
+        run("issue_token", *[part for pair in args.items() for part in pair])
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "http"])
+def test_the_banner_refuses_a_port_out_of_range(port: str) -> None:
+    with pytest.raises(CommandError):
+        run("aiwm_banner", "--port", port)

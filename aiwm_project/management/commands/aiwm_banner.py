@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 
+def port_number(value: str) -> int:
+    """A TCP port, 1-65535 (argparse reports anything else as a usage error)."""
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port (1-65535)")
+    return int(value)
+
+
 class Command(BaseCommand):
     help = "Print the service URLs and how to get a token."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--port", type=int, default=settings.AIWM_PORT)
+        parser.add_argument("--port", type=port_number, default=settings.AIWM_PORT)
 
     def handle(self, *args: Any, **opts: Any) -> None:
         base = f"http://localhost:{opts['port']}"

@@ -6,7 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from aiwm_project.auth import KNOWN_ROLES, TokenError, issue_user_token
+from aiwm_project.auth import TokenError, issue_user_token
+from aiwm_project.iam import iam_id_problem, roles_problem
 
 
 class Command(BaseCommand):
@@ -22,9 +23,15 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         roles = [r.strip() for r in opts["roles"].split(",") if r.strip()]
-        unknown = [r for r in roles if r not in KNOWN_ROLES]
-        if unknown or not roles:
-            raise CommandError(f"unknown roles {unknown}; choose from {', '.join(KNOWN_ROLES)}")
+        problems = [
+            "username: must not be empty" if not opts["username"].strip() else None,
+            iam_id_problem("userId", opts["user_id"]),
+            iam_id_problem("orgId", opts["org_id"]),
+            iam_id_problem("groupId", opts["group_id"]) if opts["group_id"] else None,
+            roles_problem(roles),
+        ]
+        if any(problems):
+            raise CommandError("; ".join(p for p in problems if p))
         if opts["expires_in"] is not None and opts["expires_in"] <= 0:
             raise CommandError("--expires-in must be a positive number of seconds")
         try:
