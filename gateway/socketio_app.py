@@ -81,6 +81,9 @@ sio = socketio.AsyncServer(
     # One node's messages are applied in the order it sent them (ack before result, register
     # before heartbeats); other connections are not held up, each has its own reader task.
     async_handlers=False,
+    # Only the node namespace: python-socketio otherwise also accepts "/" (its default), where an
+    # unauthenticated client would hold a connection that serves nothing.
+    namespaces=[node_bus.NAMESPACE],
     # Frames up to twice the protocol's limit reach the protocol, which answers with an error;
     # beyond that the transport itself drops the connection.
     max_http_buffer_size=2 * settings.AIWM_NODE_MAX_MESSAGE_BYTES,

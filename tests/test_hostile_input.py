@@ -8,6 +8,7 @@ from typing import Any
 
 import jwt
 import pytest
+import socketio
 from asgiref.sync import async_to_sync
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -21,7 +22,7 @@ from tests.support.daemons import daemon_for, message
 from tests.support.executions import URL as EXECUTIONS_URL
 from tests.support.executions import step
 from tests.support.factories import AgentFactory, AIModelFactory, NodeFactory, deployment_with_model
-from tests.support.live_server import LiveGateway
+from tests.support.live_server import TIMEOUT, LiveGateway
 from tests.support.personas import ORG_A, Personas
 
 # Date-times ISO 8601 can spell that are no time at all, or none a datetime holds in UTC.
@@ -203,3 +204,33 @@ def test_a_numeric_date_claim_that_is_a_string_is_refused(hs256: None, claim: st
     body = assert_error(_get_with_claims(**{claim: str(value)}), 401, "/api/nodes")
     assert any(claim in line for line in body.get("errors", [])), body
     assert_error(_get_with_claims(**{claim: True}), 401)
+
+
+# --- Socket.IO: only the node namespace is served ---
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+def test_the_default_namespace_refuses_connections(gateway: LiveGateway, quick_polling: None, transport: str) -> None:
+    _node, token = NodeFactory.with_token()
+
+    async def scenario() -> tuple[list[Any], bool]:
+        client = socketio.AsyncClient(reconnection=False)
+        refusals: list[Any] = []
+
+        @client.on("connect_error", namespace="/")
+        async def connect_error(data: Any = None) -> None:
+            refusals.append(data)
+
+        try:
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await client.connect(
+                    gateway.url, auth={"token": token}, namespaces=["/"], transports=[transport], wait_timeout=TIMEOUT
+                )
+            return refusals, "/" in client.namespaces
+        finally:
+            if client.eio.state == "connected":
+                await client.eio.disconnect()
+
+    refusals, connected = async_to_sync(scenario)()
+    assert refusals and not connected
