@@ -39,12 +39,22 @@ browser:
 NODE_DAEMON := tests/node_daemon
 NODE_STAMP := $(NODE_DAEMON)/node_modules/.installed
 
-node-deps: $(NODE_STAMP)
+# openapi-typescript and tsc (pinned in tests/ts_client/package-lock.json): a TypeScript client is
+# generated from the OpenAPI schema and type-checked (tests/test_openapi_client.py).
+TS_CLIENT := tests/ts_client
+TS_STAMP := $(TS_CLIENT)/node_modules/.installed
+
+node-deps: $(NODE_STAMP) $(TS_STAMP)
 
 $(NODE_STAMP): $(NODE_DAEMON)/package.json $(NODE_DAEMON)/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 	  npm ci --prefix $(NODE_DAEMON) --no-audit --no-fund --loglevel=error >/dev/null && touch $@; \
 	else echo "note: npm missing: the npm socket.io-client test will skip (fail under CI=true)"; fi
+
+$(TS_STAMP): $(TS_CLIENT)/package.json $(TS_CLIENT)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix $(TS_CLIENT) --no-audit --no-fund --loglevel=error >/dev/null && touch $@; \
+	else echo "note: npm missing: the generated TypeScript client test will skip (fail under CI=true)"; fi
 
 test-sqlite: $(STAMP) node-deps
 	$(PY) -m pytest

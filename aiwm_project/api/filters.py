@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.db.models import QuerySet
 from django.utils.dateparse import parse_datetime
@@ -59,6 +60,25 @@ def parse_filter_value(model: type[models.Model], field_name: str, raw: str, par
     return field_name, raw
 
 
+def filter_value_schema(model: type[models.Model] | None, field_name: str) -> dict[str, Any]:
+    """The OpenAPI type of a filter's value, as `parse_filter_value` reads it (a string otherwise)."""
+    try:
+        field = model._meta.get_field(field_name) if model is not None else None
+    except FieldDoesNotExist:
+        field = None
+    if isinstance(field, models.BooleanField):
+        return {"type": "boolean"}
+    if isinstance(field, models.IntegerField):
+        return {"type": "integer"}
+    if isinstance(field, models.FloatField):
+        return {"type": "number"}
+    if isinstance(field, models.DateTimeField):
+        return {"type": "string", "format": "date-time"}
+    if isinstance(field, models.Field) and field.choices and not isinstance(field, models.JSONField):
+        return {"type": "string", "enum": [str(choice) for choice, _ in field.flatchoices]}
+    return {"type": "string"}
+
+
 class FilterSortBackend(BaseFilterBackend):
     """Reads `filter_fields`, `plain_filter_params`, `sort_fields` and `default_sort` from the view."""
 
@@ -106,15 +126,17 @@ class FilterSortBackend(BaseFilterBackend):
         return ordering
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict]:
+        filter_fields: dict[str, str] = getattr(view, "filter_fields", {})
+        model = getattr(view, "model", None)
         params = []
-        for api_name in getattr(view, "filter_fields", {}):
+        for api_name, field_name in filter_fields.items():
             params.append(
                 {
                     "name": f"filter[{api_name}]",
                     "in": "query",
                     "required": False,
                     "description": f"Only records whose {api_name} equals this value (array fields: contain it).",
-                    "schema": {"type": "string"},
+                    "schema": filter_value_schema(model, field_name),
                 }
             )
         for api_name in getattr(view, "plain_filter_params", ()):
@@ -124,7 +146,7 @@ class FilterSortBackend(BaseFilterBackend):
                     "in": "query",
                     "required": False,
                     "description": f"Filter by {api_name} (same as filter[{api_name}]).",
-                    "schema": {"type": "string"},
+                    "schema": filter_value_schema(model, filter_fields.get(api_name, "")),
                 }
             )
         sort_fields = ", ".join(getattr(view, "sort_fields", {}))

@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import get_lib_doc_excludes
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view, inline_serializer
+from rest_framework import serializers
 
 ViewT = TypeVar("ViewT", bound=Callable[..., Any])
 # A request example: its body alone (it gets the action's standard name) or a (name, body) pair.
@@ -40,7 +41,61 @@ class PopulatedFieldExtension(OpenApiSerializerFieldExtension):
         return {"oneOf": [ref], "nullable": True}
 
 
+ErrorBody = inline_serializer(
+    "Error",
+    {
+        "statusCode": serializers.IntegerField(),
+        "message": serializers.CharField(),
+        "timestamp": serializers.CharField(help_text="ISO 8601, UTC"),
+        "path": serializers.CharField(),
+        "correlationId": serializers.CharField(),
+        "errors": serializers.ListField(child=serializers.CharField(), required=False, help_text="one line a problem"),
+    },
+)
+ERROR_DESCRIPTIONS = {
+    "400": "Bad input: the body or a query parameter (`errors` names each problem)",
+    "401": "No token, or a token that is not valid",
+    "403": "The token's roles do not allow this",
+    "404": "No such record in your organization",
+    "409": "Conflicts with the record's state (the message says what to do)",
+    "413": "The body is larger than the limit",
+}
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
 class AIWMAutoSchema(AutoSchema):
+    def get_filter_backends(self) -> list[Any]:
+        # A collection's list filters and sorts belong to its list: an action on one record (a
+        # node's commands, a deployment's logs) documents its own parameters.
+        if getattr(self.view, "action", None) != "list":
+            return []
+        return list(super().get_filter_backends())
+
+    def _get_response_bodies(self, direction: Any = "response") -> Any:
+        """Every operation's error answers too, with the contract's error body."""
+        responses = super()._get_response_bodies(direction)
+        if direction != "response":
+            return responses
+        error = {"application/json": {"schema": self.resolve_serializer(ErrorBody, "response").ref}}
+        for code in self._error_codes():
+            if code not in responses:
+                responses[code] = {"description": ERROR_DESCRIPTIONS[code], "content": error}
+        return responses
+
+    def _error_codes(self) -> list[str]:
+        authenticated = bool(self.view.get_authenticators())
+        has_body = self.method in ("POST", "PUT", "PATCH")
+        codes = ["400"] if authenticated or has_body else []
+        if authenticated:
+            codes += ["401", "403"]
+        if "{" in self.path:
+            codes.append("404")
+        if authenticated and self.method in WRITES:
+            codes.append("409")
+        if has_body:
+            codes.append("413")
+        return codes
+
     def _get_request_for_media_type(self, serializer: Any, direction: str = "request") -> Any:
         # PUT is a partial update in this API (the contract's examples send only what changes),
         # so document it with the same all-optional "Patched" body as PATCH.

@@ -11,7 +11,7 @@ from django.contrib.auth import authenticate
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.views.defaults import page_not_found, server_error
-from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed, NotFound
 from rest_framework.request import Request
@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from aiwm_project.api.errors import error_response
+from aiwm_project.api.schema import ErrorBody
 from aiwm_project.auth import issue_user_token
 from aiwm_project.datetimes import iso_now
 from aiwm_project.permissions import PublicEndpoint
@@ -125,7 +126,7 @@ class LoginView(APIView):
     @extend_schema(
         summary="Log in (embedded IAM)",
         request=LoginSerializer,
-        responses={200: LoginResponse},
+        responses={200: LoginResponse, 401: OpenApiResponse(ErrorBody, description="Wrong username or password")},
         examples=[OpenApiExample("Login", value={"username": "tonyh", "password": "123zXc_-"}, request_only=True)],
     )
     def post(self, request: Request) -> Response:
