@@ -193,7 +193,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Control plane for a fleet of GPU servers: nodes, models, agents, instructions, tools, "
         "deployments, executions, conversations and messages. Authenticate with an IAM JWT "
-        "(`Authorization: Bearer <token>`); in the embedded default get one from `POST /auth/login`."
+        "(`Authorization: Bearer <token>`); in the embedded default get one from `POST /auth/login`. "
+        "Node daemons speak the node protocol at `/ws/node`: its AsyncAPI document is "
+        "[/api-docs/asyncapi.yaml](/api-docs/asyncapi.yaml)."
     ),
     "VERSION": AIWM_SERVER_VERSION,
     "SERVE_INCLUDE_SCHEMA": False,

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from aiwm_project.api.views import HealthView, LoginView
+from aiwm_project.api.views import HealthView, LoginView, asyncapi_document
 
 api_patterns: list = [
     path("health", HealthView.as_view(), name="health"),
@@ -20,6 +20,7 @@ urlpatterns = [
     path("api/", include(api_patterns)),
     path("auth/login", LoginView.as_view(), name="login"),
     path("api-docs/schema", SpectacularAPIView.as_view(), name="openapi-schema"),
+    path("api-docs/asyncapi.yaml", asyncapi_document, name="asyncapi-document"),
     path("api-docs", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="swagger-ui"),
     path("admin/", admin.site.urls),
 ]

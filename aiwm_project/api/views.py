@@ -184,3 +184,11 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
 
 def forbidden(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     return error_response(request, 403, "Forbidden")
+
+
+ASYNCAPI_DOCUMENT = settings.BASE_DIR / "docs" / "asyncapi.yaml"
+
+
+def asyncapi_document(request: HttpRequest) -> HttpResponse:
+    """The node protocol's AsyncAPI 3 document (docs/asyncapi.yaml), linked from /api-docs."""
+    return HttpResponse(ASYNCAPI_DOCUMENT.read_bytes(), content_type="application/yaml; charset=utf-8")
