@@ -21,8 +21,39 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Integers anywhere in a document (free-form JSON too: command `data`, tool `parameters`) fit in a
+# signed 64-bit integer, what every database column and a daemon's JSON decoder can hold.
+INT64_MAX = 2**63 - 1
+
+
+class JSONValueError(ParseError):
+    """A value the service will not hold, named by its place in the document (`totalInferences`,
+    `data.gpu[0].memory`): its message is that one line, and it is the 400's `errors` too."""
+
+    def __init__(self, path: str, problem: str):
+        line = f"{path}: {problem}" if path else problem
+        super().__init__(line)
+        self.errors = [line]
+
+
+def _path_to(value: Any, wanted: Any) -> str:
+    """Where `wanted` (an object inside `value`) sits, as `a.b[2].c`. Only on the error path: the
+    check itself keeps no paths, so valid documents cost nothing extra."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if item is wanted:
+            return path
+        if isinstance(item, dict):
+            stack.extend((child, f"{path}.{key}" if path else str(key)) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(item))
+    return ""
+
+
 def check_json_value(value: Any, max_depth: int) -> None:
-    """Reject nesting deeper than max_depth and NUL characters (PostgreSQL cannot store them).
+    """Reject nesting deeper than max_depth, NUL characters (PostgreSQL cannot store them) and
+    integers beyond 64 bits.
 
     Iterative, so a hostile document cannot exhaust the Python stack.
     """
@@ -41,6 +72,8 @@ def check_json_value(value: Any, max_depth: int) -> None:
                 stack.extend((child, depth + 1) for child in item)
         elif isinstance(item, str) and "\x00" in item:
             raise ParseError("JSON strings must not contain NUL characters")
+        elif isinstance(item, int) and not isinstance(item, bool) and not -INT64_MAX <= item <= INT64_MAX:
+            raise JSONValueError(_path_to(value, item), f"integers must be within ±{INT64_MAX} (64 bits)")
 
 
 def loads_strict(raw: bytes | str, max_depth: int | None = None) -> Any:

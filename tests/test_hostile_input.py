@@ -234,3 +234,31 @@ def test_the_default_namespace_refuses_connections(gateway: LiveGateway, quick_p
 
     refusals, connected = async_to_sync(scenario)()
     assert refusals and not connected
+
+
+# --- integers beyond 64 bits anywhere in a document ------------------------------------------
+
+HUGE = int("1" * 101)
+
+
+def test_free_form_json_with_an_integer_beyond_64_bits_is_a_400_naming_its_place(personas: Personas) -> None:
+    NodeFactory.create(node_id="node-gpu-01")
+    owner = personas.owner_a
+    body = {"type": "model.download", "data": {"files": [{"size": HUGE}]}}
+    refused = assert_error(owner.post("/api/nodes/node-gpu-01/commands", body, format="json"), 400)
+    assert refused["errors"] == [refused["message"]] and refused["message"].startswith("data.files[0].size:"), refused
+    assert owner.get("/api/nodes/node-gpu-01/commands").json()["pagination"]["total"] == 0
+    limit = 2**63 - 1
+    accepted = owner.post("/api/nodes/node-gpu-01/commands", {**body, "data": {"size": limit}}, format="json")
+    assert accepted.status_code == 201 and accepted.json()["data"] == {"size": limit}
+    assert_error(
+        owner.post("/api/nodes/node-gpu-01/commands", {**body, "data": {"size": -limit - 1}}, format="json"), 400
+    )
+
+
+def test_a_node_message_with_an_integer_beyond_64_bits_is_invalid_payload() -> None:
+    from gateway.protocol import ProtocolError, encoded_size
+
+    with pytest.raises(ProtocolError) as refused:
+        encoded_size({"type": "telemetry.metrics", "messageId": "m", "data": {"gpu": [{"memoryTotal": HUGE}]}})
+    assert refused.value.code == "INVALID_PAYLOAD" and refused.value.message.startswith("data.gpu[0].memoryTotal:")

@@ -108,7 +108,8 @@ def exception_handler(exc: Exception, context: dict) -> Response:
             errors = flatten_validation_errors(detail)
             body = error_body(request, exc.status_code, errors[0] if errors else "Error", errors)
         else:
-            body = error_body(request, exc.status_code, str(detail))
+            # A parser error may name the place of the problem (parsers.JSONValueError).
+            body = error_body(request, exc.status_code, str(detail), getattr(exc, "errors", None))
         return Response(body, status=exc.status_code, headers=headers)
 
     logger.exception("Unhandled error on %s %s", request.method, request.path)

@@ -14,13 +14,13 @@ from rest_framework.fields import SkipField, empty
 
 from aiwm_project.datetimes import format_datetime
 from aiwm_project.naming import camelize
+from aiwm_project.parsers import INT64_MAX
 from aiwm_project.selectors import RelatedLoader
 
 # Fields a client can never set; sending one is a 400 rather than a silent no-op.
 PROTECTED_FIELDS = ("_id", "owner", "createdBy", "updatedBy", "isDeleted", "deletedAt")
 SERVER_SET_MESSAGE = "This field is set by the server."
 COMMON_FIELDS = ["id", "owner", "created_by", "updated_by", "created_at", "updated_at"]
-BIG_INT_MAX = 2**63 - 1
 
 
 def invalid_choice_message(choices: Any) -> str:
@@ -201,8 +201,8 @@ class EntitySerializer(serializers.ModelSerializer):
             kwargs["error_messages"] = {"invalid_choice": invalid_choice_message(kwargs["choices"])}
         if issubclass(field_class, serializers.IntegerField):
             # Keep numbers inside what every database column can hold: an overflow is a 400, not a 500.
-            kwargs.setdefault("max_value", BIG_INT_MAX)
-            kwargs.setdefault("min_value", -BIG_INT_MAX)
+            kwargs.setdefault("max_value", INT64_MAX)
+            kwargs.setdefault("min_value", -INT64_MAX)
         return field_class, kwargs
 
     def get_fields(self) -> dict[str, serializers.Field]:
