@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -52,6 +53,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "aiwm_project.middleware.CorrelationIdMiddleware",
+    # Before the guard and CommonMiddleware: a preflight is answered here, without a token.
+    "corsheaders.middleware.CorsMiddleware",
     "aiwm_project.middleware.ApiRequestGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -171,6 +174,17 @@ AIWM_SWEEP_INTERVAL_SECONDS = env.float("AIWM_SWEEP_INTERVAL_SECONDS", default=1
 # messageId), at most AIWM_COMMAND_MAX_ATTEMPTS times in all; its step's timeout still applies.
 AIWM_COMMAND_ACK_TIMEOUT_SECONDS = env.int("AIWM_COMMAND_ACK_TIMEOUT_SECONDS", default=60)
 AIWM_COMMAND_MAX_ATTEMPTS = env.int("AIWM_COMMAND_MAX_ATTEMPTS", default=5)
+
+# --- CORS: a browser frontend on another origin (docs/decisions.md). No credentials: the API takes
+# bearer tokens, not cookies, so a cross-origin page can do nothing it couldn't with a token it holds.
+# Default: any http://localhost:<port> / http://127.0.0.1:<port> (a portal dev server); set
+# AIWM_CORS_ALLOWED_ORIGINS (comma-separated origins) to allow exactly those origins instead.
+CORS_ALLOWED_ORIGINS = env.list("AIWM_CORS_ALLOWED_ORIGINS", default=[])
+CORS_ALLOWED_ORIGIN_REGEXES = [] if CORS_ALLOWED_ORIGINS else [r"^http://(localhost|127\.0\.0\.1)(:\d+)?$"]
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = ["accept", "authorization", "content-type", "x-correlation-id"]
+CORS_EXPOSE_HEADERS = ["x-correlation-id"]
+CORS_URLS_REGEX = r"^/(api/|auth/|api-docs/schema)"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["aiwm_project.auth.IAMJWTAuthentication"],
