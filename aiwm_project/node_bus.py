@@ -36,6 +36,11 @@ def group_for(org_id: str, node_id: str) -> str:
     return "node." + hashlib.sha256(f"{org_id}\x00{node_id}".encode()).hexdigest()[:40]
 
 
+def group_for_connection(connection_id: str) -> str:
+    """The Channels group of one plain-WebSocket connection (its consumer alone joins it)."""
+    return "conn." + hashlib.sha256(connection_id.encode()).hexdigest()[:40]
+
+
 def register_local_server(sio: Any, loop: asyncio.AbstractEventLoop) -> None:
     _local["sio"], _local["loop"] = sio, loop
 
@@ -58,29 +63,53 @@ def transports_for(connection_id: str | None) -> tuple[bool, bool]:
 
 
 def publish(org_id: str, node_id: str, event: str, payload: dict[str, Any], connection_id: str | None = None) -> None:
-    """Send `event` to the node's sockets, in any process. Call from sync code (a service, a task).
+    """Send `event` to the node's socket, in any process. Call from sync code (a service, a task).
 
-    With the node's `connection_id`, only its transport is used (a Channels group_send costs a
-    thread hop and a Redis script per message); without it, both. A message that misses a node
-    which just switched transports is not lost: the outbox re-sends it on the node's register.
+    With the node's `connection_id` (its one current session), only that connection gets it: the
+    Socket.IO sid (every sid is a room of its own) or the consumer's per-connection group; a
+    superseded socket still open somewhere hears nothing. Without it, every socket of the node,
+    on both transports. A message that misses a node which just reconnected is not lost: the
+    outbox re-sends it on the node's register.
     """
-    group = group_for(org_id, node_id)
+    if connection_id:
+        socketio_wanted, plain_wanted = transports_for(connection_id)
+        room = connection_id if socketio_wanted else group_for_connection(connection_id)
+    else:
+        socketio_wanted = plain_wanted = True
+        room = group_for(org_id, node_id)
+    _send(room, socketio_wanted, plain_wanted, event, payload, close=False)
+
+
+def close_connection(connection_id: str, payload: dict[str, Any]) -> None:
+    """Send `payload` as an `error` to one connection, then close it, in any process (a superseded
+    session: see gateway.protocol). Call from sync code."""
     socketio_wanted, plain_wanted = transports_for(connection_id)
+    room = connection_id if socketio_wanted else group_for_connection(connection_id)
+    _send(room, socketio_wanted, plain_wanted, "error", payload, close=True)
+
+
+def _send(room: str, to_socketio: bool, to_plain: bool, event: str, payload: dict[str, Any], *, close: bool) -> None:
+    channel_message = {"type": "node.close" if close else "node.deliver", "payload": payload}
     if settings.REDIS_URL:
         try:
-            if socketio_wanted:
-                _redis_emitter(settings.REDIS_URL, settings.AIWM_SOCKETIO_CHANNEL).emit(
-                    event, payload, namespace=NAMESPACE, room=group
-                )
-            if plain_wanted:
-                async_to_sync(get_channel_layer().group_send)(group, {"type": "node.deliver", "payload": payload})
+            if to_socketio:
+                emitter = _redis_emitter(settings.REDIS_URL, settings.AIWM_SOCKETIO_CHANNEL)
+                emitter.emit(event, payload, namespace=NAMESPACE, room=room)
+                if close:
+                    # What PubSubManager.disconnect publishes (it would also disconnect "here",
+                    # which a write-only manager has no server for): the process holding the sid acts.
+                    emitter._publish(
+                        {"method": "disconnect", "sid": room, "namespace": NAMESPACE, "host_id": emitter.host_id}
+                    )
+            if to_plain:
+                async_to_sync(get_channel_layer().group_send)(room, channel_message)
         except Exception:  # Redis down: the caller (an on_commit hook, a task) goes on; the outbox re-sends
-            logger.exception("delivery to %s through Redis failed", group)
+            logger.exception("delivery to %s through Redis failed", room)
         return
     loop = _local["loop"]
     if loop is None or loop.is_closed():
         return  # no server in this process, so no node can be connected to it
-    coroutine = _deliver_here(group, event, payload, socketio_wanted, plain_wanted)
+    coroutine = _deliver_here(room, event, payload, to_socketio, to_plain, channel_message, close)
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
@@ -91,11 +120,21 @@ def publish(org_id: str, node_id: str, event: str, payload: dict[str, Any], conn
         asyncio.run_coroutine_threadsafe(coroutine, loop)
 
 
-async def _deliver_here(group: str, event: str, payload: dict[str, Any], to_socketio: bool, to_plain: bool) -> None:
+async def _deliver_here(
+    room: str,
+    event: str,
+    payload: dict[str, Any],
+    to_socketio: bool,
+    to_plain: bool,
+    channel_message: dict[str, Any],
+    close: bool,
+) -> None:
     try:
         if to_socketio:
-            await _local["sio"].emit(event, payload, room=group, namespace=NAMESPACE)
+            await _local["sio"].emit(event, payload, room=room, namespace=NAMESPACE)
+            if close:
+                await _local["sio"].disconnect(room, namespace=NAMESPACE)
         if to_plain:
-            await get_channel_layer().group_send(group, {"type": "node.deliver", "payload": payload})
+            await get_channel_layer().group_send(room, channel_message)
     except Exception:  # a delivery failure must not take the caller down: the outbox re-sends
-        logger.exception("delivery to %s failed", group)
+        logger.exception("delivery to %s failed", room)

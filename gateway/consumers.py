@@ -24,16 +24,17 @@ from aiwm_project.parsers import loads_strict
 from gateway import protocol
 from gateway.identity import ConnectionRefused, authenticate_connection
 from gateway.socketio_app import sio
-from nodes import services
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_ABUSE = 4408
+CLOSE_SUPERSEDED = 4409  # another connection authenticated for the node, or the node was deleted
 AUTH_TIMEOUT_SECONDS = 10
 
 
 class NodeConsumer(AsyncWebsocketConsumer):
     conn: protocol.Connection | None = None
     group: str | None = None
+    connection_group: str | None = None
     auth_timer: asyncio.TimerHandle | None = None
 
     async def connect(self) -> None:
@@ -61,10 +62,14 @@ class NodeConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
         connection_id = f"{node_bus.PLAIN_WEBSOCKET_PREFIX}{uuid.uuid4().hex}"
-        self.conn = protocol.Connection(identity=identity, connection_id=connection_id)
+        self.conn = protocol.Connection(identity=identity, connection_id=connection_id, current_only=True)
         self.group = node_bus.group_for(identity.org_id, identity.node_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await db_sync_to_async(services.node_connected)(node_pk=identity.node_pk, connection_id=connection_id)
+        # Commands for this connection alone (node_bus.publish with the node's connection_id).
+        self.connection_group = node_bus.group_for_connection(connection_id)
+        await self.channel_layer.group_add(self.connection_group, self.channel_name)
+        # The node's one current session from here on: an older one is sent SUPERSEDED and closed.
+        await protocol.session_open(self.conn)
         await self._send(protocol.connection_ack(self.conn))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -91,7 +96,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
         for _, body in replies:
             await self._send(body)
         if close:
-            await self.close(code=CLOSE_ABUSE)
+            await self.close(code=CLOSE_SUPERSEDED if self.conn.ended else CLOSE_ABUSE)
 
     async def _first_frame(self, raw: str | bytes, size: int) -> None:
         if self.auth_timer is not None:
@@ -113,16 +118,23 @@ class NodeConsumer(AsyncWebsocketConsumer):
         """A message for this node from the channel layer (see aiwm_project.node_bus)."""
         await self._send(event["payload"])
 
+    async def node_close(self, event: dict[str, Any]) -> None:
+        """This session was superseded (see gateway.protocol): say so and close."""
+        if self.conn is not None:
+            self.conn.ended = event["payload"].get("data", {}).get("code") or "SUPERSEDED"
+        await self._send(event["payload"])
+        await self.close(code=CLOSE_SUPERSEDED)
+
     async def disconnect(self, code: int) -> None:
         if self.auth_timer is not None:
             # Gone before authenticating: a close() on the dead socket would raise in a stray task.
             self.auth_timer.cancel()
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.connection_group:
+            await self.channel_layer.group_discard(self.connection_group, self.channel_name)
         if self.conn is not None:
-            await db_sync_to_async(services.node_disconnected)(
-                node_pk=self.conn.identity.node_pk, connection_id=self.conn.connection_id
-            )
+            await protocol.session_close(self.conn)
 
     async def _send(self, body: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(body))

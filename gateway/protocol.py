@@ -16,11 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from rest_framework.exceptions import ParseError
 
+from aiwm_project import node_bus
 from aiwm_project.datetimes import believable_time, iso_now
 from aiwm_project.db import db_sync_to_async
 from aiwm_project.exceptions import ServiceError
@@ -30,6 +32,7 @@ from executions.engine import execution_apply_result
 from gateway import telemetry
 from gateway.identity import NodeIdentity
 from nodes import commands, services
+from nodes.models import Node
 
 logger = logging.getLogger("aiwm.gateway.protocol")
 MAX_MESSAGE_ID = 128
@@ -37,9 +40,9 @@ MAX_TYPE = 64
 
 
 class ProtocolError(Exception):
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, *, close: bool = False):
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.close = code, message, close
 
 
 @dataclass
@@ -53,6 +56,11 @@ class Connection:
     errors: int = 0
     # Telemetry of this connection sits in the write-behind buffer (see handle_message).
     telemetry_pending: bool = False
+    # Apply its messages only while it is its node's current session (the transports set it;
+    # a bare Connection, as tests of the services build, skips the check).
+    current_only: bool = False
+    # Why this session is over while its socket is still open ("SUPERSEDED", "NODE_DELETED").
+    ended: str | None = None
 
     def __post_init__(self) -> None:
         self.tokens = float(settings.AIWM_NODE_RATE_BURST)
@@ -94,6 +102,64 @@ def error_reply(code: str, message: str, original: Any = None) -> dict[str, Any]
 
 
 Reply = tuple[str, dict[str, Any]]
+
+
+# --- one current session per node ---
+#
+# A node has one current session: the connection whose id its row holds (`Node.connection_id`,
+# set by `nodes.services.node_connected` under a row lock, so the last to connect wins in every
+# process alike). A newer authenticated connection supersedes the older one: the old one is sent
+# an `error` SUPERSEDED and closed, wherever it is (`node_bus.close_connection`), and commands go
+# to the current connection only (`node_bus.publish(..., connection_id)`). Anything a superseded
+# session still sends is refused the same way, by two checks:
+# - a flag on the connection (no query), set at once when the superseding connection reached
+#   this process, or when the close arrives; buffered telemetry relies on it (and on the close);
+# - for every applied message of a transport's connection (`current_only`), a read of the node
+#   row inside the transaction that applies it: a supersede the flag has not seen yet (another
+#   process, a lost close) or a deleted node refuses the message before it changes anything.
+
+SUPERSEDED_MESSAGE = "another connection authenticated for this node; this one is closed"
+NODE_DELETED_MESSAGE = "this node was deleted; the connection is closed"
+_live: dict[str, Connection] = {}  # connection id -> the authenticated connections of this process
+
+
+async def session_open(conn: Connection) -> None:
+    """Make `conn` its node's current session and close the one it supersedes."""
+    _live[conn.connection_id] = conn
+    superseded = await db_sync_to_async(services.node_connected)(
+        node_pk=conn.identity.node_pk, connection_id=conn.connection_id
+    )
+    if superseded is None:
+        return
+    logger.info("node %s: connection %s supersedes %s", conn.identity.node_id, conn.connection_id, superseded)
+    old = _live.get(superseded)
+    if old is not None:
+        old.ended = "SUPERSEDED"
+    # Not in the ORM's worker thread: the close may run this process's disconnect handler, which
+    # needs that thread itself. Sync (through Redis it blocks), so in a thread of its own.
+    await sync_to_async(node_bus.close_connection, thread_sensitive=False)(
+        superseded, error_reply("SUPERSEDED", SUPERSEDED_MESSAGE)
+    )
+
+
+async def session_close(conn: Connection) -> None:
+    """The socket is gone: forget it, and mark the node disconnected if it was current."""
+    _live.pop(conn.connection_id, None)
+    await db_sync_to_async(services.node_disconnected)(node_pk=conn.identity.node_pk, connection_id=conn.connection_id)
+
+
+def _check_current(conn: Connection) -> None:
+    """Refuse (and close) a session that is no longer its node's current one."""
+    if conn.ended is None:
+        row = Node.objects.filter(pk=conn.identity.node_pk).values_list("connection_id", "is_deleted").first()
+        if row is None or row[1]:
+            conn.ended = "NODE_DELETED"
+        elif row[0] != conn.connection_id:
+            conn.ended = "SUPERSEDED"
+    if conn.ended == "NODE_DELETED":
+        raise ProtocolError("NODE_DELETED", NODE_DELETED_MESSAGE, close=True)
+    if conn.ended is not None:
+        raise ProtocolError("SUPERSEDED", SUPERSEDED_MESSAGE, close=True)
 
 
 # --- handlers: run in a worker thread (they use the ORM); each returns its replies ---
@@ -255,10 +321,13 @@ def encoded_size(message: Any) -> int:
 
 
 def apply_message(conn: Connection, message: dict[str, Any]) -> list[Reply]:
-    """Apply one validated message at most once (sync; uses the ORM)."""
+    """Apply one validated message at most once (sync; uses the ORM); for a transport's
+    connection (`current_only`), only while it is still its node's current session."""
     handler = HANDLERS[message["type"]]
     try:
         with transaction.atomic():
+            if conn.current_only:
+                _check_current(conn)
             # The ledger row and the effect commit together: a duplicate messageId finds the
             # row and is skipped; a failed effect rolls the row back so a retry is applied.
             if not services.inbound_message_record(
@@ -287,6 +356,8 @@ async def handle_message(
         conn.telemetry_pending = False
         await telemetry.flush_now()
     try:
+        if conn.ended is not None:
+            _check_current(conn)  # refused at once, before anything else
         if not conn.take_token():
             raise ProtocolError("RATE_LIMITED", "too many messages; slow down")
         size = raw_size if raw_size is not None else encoded_size(message)
@@ -304,7 +375,7 @@ async def handle_message(
     except ProtocolError as exc:
         conn.errors += 1
         logger.warning("node %s: %s %s", conn.identity.node_id, exc.code, exc.message)
-        close = conn.errors >= settings.AIWM_NODE_MAX_ERRORS
+        close = exc.close or conn.errors >= settings.AIWM_NODE_MAX_ERRORS
         return [("error", error_reply(exc.code, exc.message, original))], close
     except Exception:  # never let one message take the connection's task (or the server) down
         conn.errors += 1

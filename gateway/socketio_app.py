@@ -16,7 +16,6 @@ from aiwm_project import node_bus
 from aiwm_project.db import db_sync_to_async
 from gateway import protocol
 from gateway.identity import ConnectionRefused, authenticate_connection
-from nodes import services
 
 logger = logging.getLogger("aiwm.gateway.socketio")
 
@@ -40,10 +39,11 @@ class NodeNamespace(socketio.AsyncNamespace):
             reason = str(exc)
             refusal = {"code": "UNAUTHORIZED", "message": reason}
             raise socketio.exceptions.ConnectionRefusedError(reason, refusal) from exc
-        conn = protocol.Connection(identity=identity, connection_id=sid)
+        conn = protocol.Connection(identity=identity, connection_id=sid, current_only=True)
         await self.save_session(sid, {"conn": conn})
         await self.enter_room(sid, node_bus.group_for(identity.org_id, identity.node_id))
-        await db_sync_to_async(services.node_connected)(node_pk=identity.node_pk, connection_id=sid)
+        # The node's one current session from here on: an older one is sent SUPERSEDED and closed.
+        await protocol.session_open(conn)
         # Sent once the handshake has completed (emits inside the connect handler would race it).
         asyncio.get_running_loop().call_soon(
             lambda: asyncio.ensure_future(self.emit("connection.ack", protocol.connection_ack(conn), to=sid))
@@ -53,7 +53,7 @@ class NodeNamespace(socketio.AsyncNamespace):
         session = await self.get_session(sid)
         conn: protocol.Connection | None = session.get("conn") if session else None
         if conn is not None:
-            await db_sync_to_async(services.node_disconnected)(node_pk=conn.identity.node_pk, connection_id=sid)
+            await protocol.session_close(conn)
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         sid = args[0]

@@ -108,12 +108,25 @@ def node_issue_token(*, node: Node, actor_id: str) -> tuple[str, datetime]:
     return token, datetime.fromtimestamp(expires, tz=UTC)
 
 
-def node_connected(*, node_pk: str, connection_id: str) -> None:
-    """The daemon holds a socket now; this connection speaks for the node from here on."""
+def node_connected(*, node_pk: str, connection_id: str) -> str | None:
+    """The daemon holds a socket now; this connection is the node's one current session.
+
+    Returns the connection it supersedes (the node's connected one before, if another), which the
+    gateway then closes: a row lock orders two daemons connecting at once, the last one wins.
+    """
     now = timezone.now()
-    Node.objects.filter(pk=node_pk, is_deleted=False).update(
-        websocket_connected=True, connection_id=connection_id, updated_at=now
-    )
+    with transaction.atomic():
+        before = (
+            Node.objects.select_for_update()
+            .filter(pk=node_pk, is_deleted=False)
+            .values_list("connection_id", "websocket_connected")
+            .first()
+        )
+        if before is None:
+            return None
+        Node.objects.filter(pk=node_pk).update(websocket_connected=True, connection_id=connection_id, updated_at=now)
+    previous, connected = before
+    return previous if connected and previous and previous != connection_id else None
 
 
 def node_disconnected(*, node_pk: str, connection_id: str) -> None:

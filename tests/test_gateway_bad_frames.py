@@ -18,6 +18,7 @@ from nodes.models import InboundMessage, Node, NodeCommand, NodeMetric
 from tests.support.daemons import DOWNLOAD, daemon_for, message, ws_daemon
 from tests.support.factories import NodeFactory, deployment_with_model
 from tests.support.live_server import LiveGateway, Rest, eventually, until
+from tests.support.personas import OWNER_B
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -328,12 +329,14 @@ def test_plain_ws_repeated_abuse_closes_that_connection_only(
 ) -> None:
     settings.AIWM_NODE_MAX_ERRORS = 3
     frame = "[]" if abuse == "envelopes" else "{"
+    # A node of its own (a node has one session: a second one of node-gpu-02 would supersede the first).
+    _, third_token = NodeFactory.with_token(node_id="node-gpu-03", actor=OWNER_B)
 
     async def scenario() -> tuple[int | None, list[dict[str, Any]]]:
         async with (
             ws_daemon(gateway, world["token"]) as abuser,
             ws_daemon(gateway, world["other_token"]) as bystander,
-            daemon_for(gateway, {"token": world["other_token"]}) as socketio_bystander,
+            daemon_for(gateway, {"token": third_token}) as socketio_bystander,
         ):
             before = await state()
             for _ in range(3):
@@ -344,7 +347,7 @@ def test_plain_ws_repeated_abuse_closes_that_connection_only(
             assert after["metrics"] == before["metrics"] and after["commands"] == before["commands"]
             # Other connections (the other node, on either transport) carry on.
             assert (await bystander.register())["nodeId"] == "node-gpu-02"
-            assert (await socketio_bystander.register())["nodeId"] == "node-gpu-02"
+            assert (await socketio_bystander.register())["nodeId"] == "node-gpu-03"
             return code, frames
 
     code, frames = async_to_sync(scenario)()
@@ -353,23 +356,25 @@ def test_plain_ws_repeated_abuse_closes_that_connection_only(
 
 
 def test_many_bad_clients_at_once_do_not_take_the_server_down(gateway: LiveGateway, world: dict[str, Any]) -> None:
-    """Both transports, several connections of the same node misbehaving at once."""
+    """Both transports, several connections misbehaving at once (a node each, in another
+    organization: a node has one session, a second connection of it would supersede the first)."""
+    tokens = [NodeFactory.with_token(node_id=f"node-bad-{n}", actor=OWNER_B)[1] for n in range(8)]
 
-    async def one_plain() -> int:
-        async with ws_daemon(gateway, world["token"], settle=False) as daemon:
+    async def one_plain(token: str) -> int:
+        async with ws_daemon(gateway, token, settle=False) as daemon:
             for frame, _ in plain_bad_frames()[:10]:
                 await daemon.send_raw(frame)
             return len([await daemon.error() for _ in range(10)])
 
-    async def one_socketio() -> int:
-        async with daemon_for(gateway, {"token": world["token"]}) as daemon:
+    async def one_socketio(token: str) -> int:
+        async with daemon_for(gateway, {"token": token}) as daemon:
             for event, body, _ in socketio_bad_frames(str(uuid.uuid4()))[:10]:
                 await daemon.emit(event, body)
             return len([await daemon.error() for _ in range(10)])
 
     async def scenario() -> list[int]:
         before = await state()
-        counts = await asyncio.gather(*(one_plain() for _ in range(4)), *(one_socketio() for _ in range(4)))
+        counts = await asyncio.gather(*(one_plain(t) for t in tokens[:4]), *(one_socketio(t) for t in tokens[4:]))
         after = await state()
         assert after["metrics"] == before["metrics"] and after["commands"] == before["commands"]
         assert after["deployments"] == before["deployments"] and after["inbound"] == before["inbound"]
