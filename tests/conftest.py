@@ -4,6 +4,7 @@ service gates. Helpers live in tests/support; its modules with fixtures are plug
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -11,6 +12,7 @@ from django.test import Client
 
 from tests.support.environment import IN_CI
 from tests.support.personas import PersonaClient, Personas, build_personas
+from tests.support.tokens import use_hs256
 
 pytest_plugins = [
     "tests.support.live_server",  # gateway, quick_polling
@@ -39,6 +41,12 @@ def personas(db) -> Personas:
 @pytest.fixture
 def owner_a(personas: Personas) -> PersonaClient:
     return personas.owner_a
+
+
+@pytest.fixture
+def hs256(settings: Any) -> None:
+    """Tokens signed with tests.support.tokens.HS256_SECRET are the IAM's."""
+    use_hs256(settings)
 
 
 @pytest.fixture

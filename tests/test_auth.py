@@ -21,9 +21,9 @@ from rest_framework.test import APIClient
 
 from aiwm_project import auth
 from tests.support.api import assert_error
+from tests.support.tokens import HS256_SECRET as SECRET
 
 URL = "/api/nodes"
-SECRET = "test-shared-secret-that-is-long-enough-for-hs256"
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
@@ -44,16 +44,6 @@ def get_with(token: str) -> Any:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     return client.get(URL)
-
-
-@pytest.fixture
-def hs256(settings: Any) -> None:
-    settings.IAM_JWT_SECRET = SECRET
-    settings.IAM_PUBLIC_KEY = ""
-    settings.IAM_JWKS_URL = ""
-    settings.IAM_JWT_ALGORITHMS = ["HS256"]
-    settings.IAM_ISSUER = ""
-    settings.IAM_AUDIENCE = ""
 
 
 @pytest.mark.django_db

@@ -6,8 +6,6 @@ import functools
 import http.server
 import io
 import json
-import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ import requests
 from django.core.management import call_command
 from django.test import Client
 
-from tests.support.environment import IN_CI
+from tests.support.browser import chromium, dump_dom
 from tests.support.live_server import LiveGateway, free_port
 
 PORTAL = "http://localhost:5173"
@@ -97,17 +95,6 @@ PAGE = """<!doctype html>
 </script></body></html>
 """
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 @pytest.fixture
 def portal(tmp_path: Path, gateway: LiveGateway) -> Iterator[str]:
@@ -124,21 +111,8 @@ def portal(tmp_path: Path, gateway: LiveGateway) -> Iterator[str]:
     server.server_close()
 
 
-def run_chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=15000", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_a_page_on_another_origin_logs_in_and_lists_nodes(gateway: LiveGateway, portal: str, tmp_path: Path) -> None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        if IN_CI:
-            pytest.fail("CI=true but chromium is not installed (make test installs it as root)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+    chromium()  # skips (fails under CI=true) before anything is set up
     call_command(
         "create_iam_user",
         "--username",
@@ -161,5 +135,5 @@ def test_a_page_on_another_origin_logs_in_and_lists_nodes(gateway: LiveGateway, 
         timeout=10,
     )
     assert created.status_code == 201, created.text
-    result = run_chromium(browser, tmp_path / "profile", "--dump-dom", portal)
+    result = dump_dom(portal, tmp_path / "profile")
     assert "NODES 200 cid=yes gpu-portal-1:Portal GPU" in result.stdout, (result.stdout[-2000:], result.stderr[-2000:])

@@ -24,6 +24,7 @@ from tests.support.executions import step
 from tests.support.factories import AgentFactory, AIModelFactory, NodeFactory, deployment_with_model
 from tests.support.live_server import TIMEOUT, LiveGateway
 from tests.support.personas import ORG_A, Personas
+from tests.support.tokens import HS256_SECRET as SECRET
 
 # Date-times ISO 8601 can spell that are no time at all, or none a datetime holds in UTC.
 OUT_OF_RANGE_TIMES = [
@@ -172,18 +173,6 @@ def test_an_early_participant_time_is_echoed_as_iso_8601(personas: Personas) -> 
 
 
 # --- JWT NumericDate claims must be numbers (RFC 7519) ---
-
-SECRET = "test-shared-secret-that-is-long-enough-for-hs256"
-
-
-@pytest.fixture
-def hs256(settings: Any) -> None:
-    settings.IAM_JWT_SECRET = SECRET
-    settings.IAM_PUBLIC_KEY = ""
-    settings.IAM_JWKS_URL = ""
-    settings.IAM_JWT_ALGORITHMS = ["HS256"]
-    settings.IAM_ISSUER = ""
-    settings.IAM_AUDIENCE = ""
 
 
 def _get_with_claims(**claims: Any) -> Any:

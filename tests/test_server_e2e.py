@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.environment import IN_CI, ROOT
+from tests.support.browser import dump_dom
+from tests.support.environment import ROOT
 from tests.support.live_server import free_port
 
 
@@ -122,36 +122,8 @@ def test_schema_and_swagger_assets_are_served_locally(served: str) -> None:
     assert status == 200 and len(asset) > 100_000
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def test_swagger_ui_renders_in_a_real_browser(served: str, tmp_path: Path) -> None:
-    browser = _chromium()
-    if browser is None:
-        if IN_CI:
-            pytest.fail("CI=true but chromium is not installed (make test installs it as root)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    result = subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--virtual-time-budget=15000",
-            "--dump-dom",
-            f"{served}/api-docs",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = dump_dom(f"{served}/api-docs", tmp_path / "profile")
     dom = result.stdout
     # Swagger UI only builds these elements once its JavaScript ran and it loaded the schema.
     assert 'class="swagger-ui' in dom, result.stderr[-2000:]
