@@ -28,6 +28,29 @@ DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or _persistent_secret("django-secret-key")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
 
+# --- Behind a TLS-terminating proxy (production): AIWM_HTTPS=true. The proxy says the request came
+# over HTTPS in X-Forwarded-Proto (it must set or strip that header itself); cookies (the admin's
+# session and CSRF) are then secure-only, plain HTTP is redirected (but /api/health, which load
+# balancers probe over HTTP), and browsers are told to keep to HTTPS (HSTS). The admin's login
+# form is posted from the proxy's public origin: list it in CSRF_TRUSTED_ORIGINS.
+AIWM_HTTPS = env.bool("AIWM_HTTPS", default=False)
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+if AIWM_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env.bool("AIWM_SSL_REDIRECT", default=True)
+    SECURE_REDIRECT_EXEMPT = [r"^api/health$"]
+    SECURE_HSTS_SECONDS = env.int("AIWM_HSTS_SECONDS", default=31_536_000)
+    # Whether HSTS covers the domain's other hosts, and the browsers' preload list, are the operator's
+    # choice (both are hard to undo): off unless asked for, and then the deploy check's reminders
+    # (security.W005, W021) are silenced on purpose, not ignored by accident.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("AIWM_HSTS_INCLUDE_SUBDOMAINS", default=False)
+    SECURE_HSTS_PRELOAD = env.bool("AIWM_HSTS_PRELOAD", default=False)
+    SILENCED_SYSTEM_CHECKS = [
+        *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
+        *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+    ]
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
