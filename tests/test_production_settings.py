@@ -50,7 +50,7 @@ def behind_proxy(settings: Any) -> None:
     settings.ALLOWED_HOSTS = ["aiwm.example"]
 
 
-def _login(client: Client, **proxy: str) -> Any:
+def _login(client: Client, **proxy: Any) -> Any:
     page = client.get("/admin/login/", HTTP_HOST="aiwm.example", **proxy)
     token = page.cookies["csrftoken"].value
     return client.post(
