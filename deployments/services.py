@@ -10,7 +10,6 @@ from django.utils import timezone
 
 from aiwm_project.datetimes import format_datetime, reported_time
 from aiwm_project.exceptions import NotFoundError, ValidationFailed
-from aiwm_project.services import lock_live
 from deployments.choices import DeploymentStatus, EventSeverity, LogLevel
 from deployments.models import MAX_EVENTS, Deployment, DeploymentLog
 from nodes.choices import NodeStatus
@@ -71,21 +70,6 @@ def deployment_set_state(*, org_id: str, deployment_id: str, **change: Unpack[St
         if current is None:
             return None
         return deployment_change(deployment=current, **change)
-
-
-def deployment_record_event(
-    *, deployment: Deployment, event: str, message: str, severity: str = EventSeverity.INFO
-) -> Deployment:
-    """Append one entry to the deployment's event log (no state change), taking its row lock.
-
-    Raises NotFoundError when the deployment was deleted meanwhile.
-    """
-    with transaction.atomic():
-        locked = deployment_change(
-            deployment=lock_live(Deployment, deployment.pk), changes={}, event=event, message=message, severity=severity
-        )
-    deployment.events, deployment.updated_at = locked.events, locked.updated_at
-    return deployment
 
 
 # Health of a deployment whose node cannot tell (it went offline).

@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from deployments.models import Deployment
-from deployments.services import deployment_record_event
+from deployments.services import deployment_set_state
 from tests.support.api import EntityAPIContract, assert_error
 from tests.support.factories import AIModelFactory, NodeFactory
 from tests.support.personas import PersonaClient, Personas
@@ -181,12 +181,26 @@ class TestDeploymentsAPI(EntityAPIContract):
         created = self.create(personas.owner_a)
         deployment = Deployment.objects.get(pk=created["_id"])
         for n in range(5):
-            deployment_record_event(deployment=deployment, event=f"step-{n}", message=f"step {n}", severity="warning")
+            deployment_set_state(
+                org_id=deployment.owner_org_id,
+                deployment_id=deployment.deployment_id,
+                changes={},
+                event=f"step-{n}",
+                message=f"step {n}",
+                severity="warning",
+            )
         events = personas.owner_a.get(f"{URL}/{created['_id']}").json()["events"]
         assert [e["event"] for e in events] == ["step-2", "step-3", "step-4"]
         assert events[0]["severity"] == "warning" and events[0]["timestamp"].endswith("Z")
         with pytest.raises(ValueError):
-            deployment_record_event(deployment=deployment, event="x", message="x", severity="fatal")
+            deployment_set_state(
+                org_id=deployment.owner_org_id,
+                deployment_id=deployment.deployment_id,
+                changes={},
+                event="x",
+                message="x",
+                severity="fatal",
+            )
 
     def test_reference_to_another_organizations_record_is_400(self, personas: Personas) -> None:
         NodeFactory.create(node_id="node-only-in-b", actor=personas.owner_b.principal)
