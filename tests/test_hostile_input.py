@@ -251,3 +251,15 @@ def test_a_node_message_with_an_integer_beyond_64_bits_is_invalid_payload() -> N
     with pytest.raises(ProtocolError) as refused:
         encoded_size({"type": "telemetry.metrics", "messageId": "m", "data": {"gpu": [{"memoryTotal": HUGE}]}})
     assert refused.value.code == "INVALID_PAYLOAD" and refused.value.message.startswith("data.gpu[0].memoryTotal:")
+
+
+@pytest.mark.parametrize("raw", ["2025-02-30T00:00:00Z", "2025-01-01T00:00:00+99:00", "0001-01-01T00:00:00+01:00"])
+def test_an_impossible_date_time_filter_value_is_a_validation_error(raw: str) -> None:
+    """The same parser as the from/to/since parameters serves date-time filter values."""
+    from rest_framework.exceptions import ValidationError
+
+    from aiwm_project.api.filters import parse_filter_value
+    from nodes.models import Node
+
+    with pytest.raises(ValidationError):
+        parse_filter_value(Node, "last_heartbeat", raw, "filter[lastHeartbeat]")

@@ -12,10 +12,11 @@ from typing import Any
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.db.models import QuerySet
-from django.utils.dateparse import parse_datetime
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import BaseFilterBackend
 from rest_framework.request import Request
+
+from aiwm_project.datetimes import parse_iso8601
 
 FILTER_KEY_RE = re.compile(r"^filter\[([A-Za-z0-9_.]+)\]$")
 TRUE_VALUES = {"true", "1"}
@@ -47,7 +48,7 @@ def parse_filter_value(model: type[models.Model], field_name: str, raw: str, par
         except ValueError:
             raise _fail(param, f"must be a number, got {raw[:32]!r}") from None
     if isinstance(field, models.DateTimeField):
-        value = parse_datetime(raw) if len(raw) < 64 else None
+        value = parse_iso8601(raw)  # None for 30 February or a +99:00 offset too, not a ValueError
         if value is None:
             raise _fail(param, f"must be an ISO 8601 date-time, got {raw[:32]!r}")
         return field_name, value
