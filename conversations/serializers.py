@@ -42,8 +42,6 @@ class ConversationParticipantSerializer(NestedObjectSerializer):
 
 
 class ConversationSerializer(EntitySerializer):
-    server_fields = ("totalTokens", "totalMessages")
-
     tags = string_list()
     participants = serializers.ListField(child=ConversationParticipantSerializer(), required=False, max_length=100)
 

@@ -22,7 +22,6 @@ class DeploymentEventSerializer(NestedObjectSerializer):
 
 class DeploymentSerializer(EntitySerializer):
     # Written by the execution engine and node reports through services, never by API clients.
-    server_fields = ("events",)
     events = serializers.ListField(child=DeploymentEventSerializer(), read_only=True)
     model = PopulatedField(
         model_label="models_registry.AIModel", reference_field="model_id", serializer_class=AIModelSerializer
@@ -63,11 +62,13 @@ class DeploymentSerializer(EntitySerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """`isRunning` follows `status` (true exactly when it is running), so the two never
         contradict: a client that writes `status` moves `isRunning` with it, and an `isRunning`
-        that disagrees with the status it would have is a 400."""
+        that disagrees with the status it would have is a 400 - unless it is the value the record
+        holds, the copy a client sends back with the status it changed."""
         current = getattr(self.instance, "status", DeploymentStatus.PENDING)
         status = attrs.get("status", current)
         running = status == DeploymentStatus.RUNNING
-        if "is_running" in attrs and attrs["is_running"] != running:
+        held = getattr(self.instance, "is_running", False)
+        if "is_running" in attrs and attrs["is_running"] not in (running, held):
             raise serializers.ValidationError(
                 {"isRunning": [f"must be {str(running).lower()} while status is {status!r} (it follows status)"]}
             )

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
-from aiwm_project.api.serializers import EntitySerializer, StrictBooleanField, StrictCharField, StrictIntegerField
+from aiwm_project.api.serializers import (
+    EntitySerializer,
+    StrictBooleanField,
+    StrictCharField,
+    StrictIntegerField,
+    server_value_errors,
+)
 from executions.choices import STEP_COMMAND_TYPES, StepStatus
 from executions.models import MAX_RETRIES_LIMIT, MAX_STEPS, MAX_TIMEOUT_SECONDS, Execution
-from executions.steps import command_type_problem
+from executions.steps import command_type_problem, new_step_document
 
 TIMEOUT_MESSAGES: dict[str, Any] = {
     "min_value": "must be at least 1 second",
@@ -84,9 +91,13 @@ class StepListSerializer(serializers.ListSerializer):
         validated: list[dict[str, Any]] = []
         errors: list[Any] = []
         step_class = cast(type[serializers.Serializer], type(self.child))
+        held = self.held_steps()
+        run_state = [name for name, field in self.child.fields.items() if field.read_only]
         for item in data:
             step = step_class(data=item, context=self.context)
-            if step.is_valid():
+            if isinstance(item, dict) and (changed := server_value_errors(item, held(item.get("index")), run_state)):
+                errors.append(changed)
+            elif step.is_valid():
                 validated.append(dict(step.validated_data))
                 errors.append({})
             else:
@@ -95,10 +106,20 @@ class StepListSerializer(serializers.ListSerializer):
             raise serializers.ValidationError(errors)
         return validated
 
+    def held_steps(self) -> Callable[[Any], Mapping[str, Any]]:
+        """The stored step with a given index (a new one: pending, progress 0), whose run state a
+        step sent back must carry unchanged: it is the engine's (the entity rule for server-owned
+        fields, one level down)."""
+        instance = getattr(self.parent, "instance", None)
+        stored = {step["index"]: step for step in instance.steps} if isinstance(instance, Execution) else {}
+        fresh = new_step_document({"index": 0, "name": ""}, default_node_id=None)
+        return lambda index: stored.get(index, fresh) if isinstance(index, int) else fresh
+
 
 class StepSerializer(serializers.Serializer):
     """One step. Run state (status, progress, timing, result, error, message ids) is the engine's:
-    sent by a client it is ignored, and every step starts pending with progress 0."""
+    a client may send back the values it read (ignored) but no others (400), and every step
+    starts pending with progress 0."""
 
     index = StrictIntegerField(min_value=0, max_value=MAX_STEPS - 1)
     name = serializers.CharField(max_length=255)
@@ -181,7 +202,7 @@ class ExecutionSerializer(EntitySerializer):
             "max_retries",
             "retryAttempts",
         ]
-        # The engine's: a client sending them is ignored (as unknown fields are), never applied.
+        # The engine's: sent back unchanged they are ignored, changed they are a 400 (EntitySerializer).
         read_only_fields = ["status", "progress", "started_at", "completed_at", "timeout_at", "retry_count"]
         extra_kwargs = {
             # Generated (a UUID) when not sent, as the contract describes executionId.

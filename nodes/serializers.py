@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from aiwm_project.api.serializers import EntitySerializer, IsoDateTimeField, NestedObjectSerializer, choice_field
 from aiwm_project.datetimes import format_datetime
+from aiwm_project.naming import camelize
 from nodes.choices import CommandPriority, CommandStatus, CommandType, NodeRole
 from nodes.models import Node
 
@@ -39,6 +40,8 @@ DAEMON_REPORTED = [
 
 
 class NodeSerializer(EntitySerializer):
+    # Telemetry moves with every heartbeat: a node record read a moment ago holds stale values.
+    live_fields = ("websocketConnected", "lastHeartbeat", *(camelize(name) for name in DAEMON_REPORTED))
     role = serializers.ListField(child=serializers.ChoiceField(choices=NodeRole.choices), required=False, max_length=4)
     gpuDevices = serializers.ListField(source="gpu_devices", child=GpuDeviceSerializer(), required=False, max_length=64)
 

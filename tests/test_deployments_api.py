@@ -23,6 +23,8 @@ class TestDeploymentsAPI(EntityAPIContract):
     business_id = "deploymentId"
     required_fields = ["deploymentId", "name", "modelId", "nodeId"]
     update_body = {"status": "running", "replicas": 3, "totalInferences": 5000}
+    # Populated copies of the model and node records, not fields of the deployment.
+    ignored_on_write = {"updatedAt", "model", "node"}
     filter_cases = [
         ("status", "running", {"status": "running"}, {"status": "stopped"}),
         ("environment", "staging", {"environment": "staging"}, {"environment": "production"}),

@@ -166,7 +166,7 @@ def test_create_contract_example_returns_pending_execution(personas: Personas) -
     assert created["steps"][0]["command"]["data"] == {}
 
 
-def test_client_sent_run_state_is_ignored(personas: Personas) -> None:
+def test_client_sent_run_state_is_refused_unless_it_is_what_the_server_holds(personas: Personas) -> None:
     NodeFactory.create(node_id="node-gpu-01", actor=personas.owner_a.principal)
     forged = {
         "status": "completed",
@@ -193,26 +193,30 @@ def test_client_sent_run_state_is_ignored(personas: Personas) -> None:
         "sentMessageId": "m1",
         "receivedMessageId": "m2",
     }
-    body = {
-        "name": "x",
-        "category": "maintenance",
-        "type": "cleanup",
-        "nodeId": "node-gpu-01",
-        "steps": [{"index": 0, "name": "a", **step_state}],
-        **forged,
-    }
-    response = personas.owner_a.post(URL, body, format="json")
+    body = {"name": "x", "category": "maintenance", "type": "cleanup", "nodeId": "node-gpu-01"}
+    for field, value in forged.items():
+        errors = assert_error(personas.owner_a.post(URL, {**body, field: value}, format="json"), 400)["errors"]
+        assert errors == [f"{field} is set by the server."], errors
+    for field, value in step_state.items():
+        step = {"index": 0, "name": "a", field: value}
+        errors = assert_error(personas.owner_a.post(URL, {**body, "steps": [step]}, format="json"), 400)["errors"]
+        assert errors == [f"steps[0].{field} is set by the server."], errors
+    assert personas.owner_a.get(URL).json()["pagination"]["total"] == 0
+
+    # What a new execution holds is accepted (the contract's create example sends it) and ignored.
+    fresh = {"status": "pending", "progress": 0, "startedAt": None, "retryCount": 0, "sentMessageIds": []}
+    step = {"index": 0, "name": "a", "status": "pending", "progress": 0, "result": None}
+    response = personas.owner_a.post(URL, {**body, **fresh, "steps": [step]}, format="json")
     assert response.status_code == 201, response.json()
     created = response.json()
     assert created["status"] == "pending" and created["progress"] == 0 and created["retryCount"] == 0
-    assert created["result"] is None and created["error"] is None and created["startedAt"] is None
-    assert created["retryAttempts"] == created["sentMessageIds"] == created["childExecutionIds"] == []
-    assert created["involvedNodeIds"] == ["node-gpu-01"]
     assert created["steps"] == [stored_step(0, name="a")]
-    # The same through PUT: status stays the engine's.
-    response = personas.owner_a.put(f"{URL}/{created['_id']}", {"status": "completed", "progress": 100}, format="json")
-    assert response.status_code == 200
-    assert response.json()["status"] == "pending" and response.json()["progress"] == 0
+    # The same through PUT: the engine's values sent back are ignored, others refused.
+    url = f"{URL}/{created['_id']}"
+    assert personas.owner_a.put(url, {**created, "name": "renamed"}, format="json").status_code == 200
+    body = assert_error(personas.owner_a.put(url, {"status": "completed", "progress": 100}, format="json"), 400)
+    assert body["errors"] == ["status is set by the server.", "progress is set by the server."]
+    assert personas.owner_a.get(url).json()["status"] == "pending"
 
 
 def test_execution_id_is_generated_when_not_sent(personas: Personas) -> None:

@@ -14,6 +14,24 @@ class TestNodesAPI(EntityAPIContract):
     business_id = "nodeId"
     required_fields = ["nodeId", "name", "cpuCores"]
     update_body = {"name": "GPU Server 1 - Updated", "status": "maintenance", "ramFree": 30000}
+    # Telemetry: moves with every heartbeat, so a copy sent back is stale, not a write.
+    ignored_on_write = {
+        "updatedAt",
+        "websocketConnected",
+        "lastHeartbeat",
+        "hostname",
+        "ipAddress",
+        "publicIpAddress",
+        "os",
+        "cpuModel",
+        "diskTotal",
+        "daemonVersion",
+        "uptimeSeconds",
+        "containerRuntime",
+        "registeredAt",
+        "cpuUsage",
+        "activeDeployments",
+    }
     filter_cases = [
         ("status", "online", {"status": "online"}, {"status": "offline"}),
         ("isLocal", "true", {"isLocal": True}, {"isLocal": False}),

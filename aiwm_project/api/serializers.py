@@ -3,6 +3,7 @@ nested JSON shapes, and populated references."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -12,14 +13,48 @@ from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.fields import SkipField, empty
 
-from aiwm_project.datetimes import format_datetime
+from aiwm_project.datetimes import format_datetime, parse_iso8601
 from aiwm_project.naming import camelize
 from aiwm_project.parsers import INT64_MAX
 from aiwm_project.selectors import RelatedLoader
 
-# Fields a client can never set; sending one is a 400 rather than a silent no-op.
+# Fields a client can never set (with every read-only field of a serializer). Sent with the value
+# the server holds they are accepted and ignored, so a record read can be sent back; sent with
+# another value they are a 400, so a client learns at once that its value was not taken.
 PROTECTED_FIELDS = ("_id", "owner", "createdBy", "updatedBy", "isDeleted", "deletedAt")
+# Server-owned values that move without any client request (every heartbeat bumps a node's
+# `updatedAt`): a copy read a moment ago is stale, not an attempt to write, so any value is ignored.
+LIVE_FIELDS = ("updatedAt",)
 SERVER_SET_MESSAGE = "This field is set by the server."
+_ABSENT = object()
+
+
+def same_json_value(sent: Any, held: Any) -> bool:
+    """Whether a client's JSON value is the one the server holds: strict about types (true is not
+    1), and a date-time equal when it names the same instant (`…:00Z` and `…:00.000+00:00`)."""
+    if isinstance(sent, bool) or isinstance(held, bool):
+        return type(sent) is type(held) and sent == held
+    if isinstance(sent, Mapping) and isinstance(held, Mapping):
+        return sent.keys() == held.keys() and all(same_json_value(sent[k], held[k]) for k in sent)
+    if isinstance(sent, list) and isinstance(held, list):
+        return len(sent) == len(held) and all(same_json_value(a, b) for a, b in zip(sent, held, strict=True))
+    if isinstance(sent, str) and isinstance(held, str) and sent != held:
+        instant = parse_iso8601(held)
+        return instant is not None and parse_iso8601(sent) == instant
+    if isinstance(sent, (Mapping, list)) or isinstance(held, (Mapping, list)):
+        return False
+    return bool(sent == held)
+
+
+def server_value_errors(sent: Mapping[str, Any], held: Mapping[str, Any], names: Iterable[str]) -> dict[str, list[str]]:
+    """The server-owned fields among `names` that `sent` gives a value other than the one held."""
+    return {
+        name: [SERVER_SET_MESSAGE]
+        for name in names
+        if name in sent and not same_json_value(sent[name], held.get(name, _ABSENT))
+    }
+
+
 COMMON_FIELDS = ["id", "owner", "created_by", "updated_by", "created_at", "updated_at"]
 
 
@@ -171,12 +206,14 @@ class EntitySerializer(serializers.ModelSerializer):
     """Subclasses list snake_case model fields in Meta.fields; the JSON names are their camelCase.
 
     `_id`, `owner`, `createdBy`, `updatedBy`, `createdAt`, `updatedAt` are added and read-only.
-    `server_fields` names further JSON fields only the server writes (counters, event logs):
-    sending one is a 400, like the audit fields.
+    Every server-owned field (those, `isDeleted`/`deletedAt`, and each read-only field) follows one
+    rule: the value the server holds (for a new record, the value it starts with) is accepted and
+    ignored; another value is a 400 naming the field. `live_fields` (with LIVE_FIELDS) name the
+    server-owned fields that change on their own, whose sent value is always ignored.
     """
 
     owner = OwnerField()
-    server_fields: tuple[str, ...] = ()
+    live_fields: tuple[str, ...] = ()
 
     serializer_field_mapping = {
         **serializers.ModelSerializer.serializer_field_mapping,
@@ -216,11 +253,37 @@ class EntitySerializer(serializers.ModelSerializer):
         return renamed
 
     def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, dict):
-            sent = [name for name in (*PROTECTED_FIELDS, *self.server_fields) if name in data]
-            if sent:
-                raise serializers.ValidationError({name: [SERVER_SET_MESSAGE] for name in sent})
+        if isinstance(data, Mapping):
+            owned = [name for name in self.server_owned_fields() if name in data]
+            errors = server_value_errors(data, self.held_values(owned), owned) if owned else {}
+            if errors:
+                raise serializers.ValidationError(errors)
         return blank_is_null(self.Meta.model, super().to_internal_value(data))
+
+    def server_owned_fields(self) -> list[str]:
+        read_only = [
+            name for name, field in self.fields.items() if field.read_only and not isinstance(field, PopulatedField)
+        ]
+        live = {*LIVE_FIELDS, *self.live_fields}
+        return [name for name in dict.fromkeys((*PROTECTED_FIELDS, *read_only)) if name not in live]
+
+    def held_values(self, names: Iterable[str]) -> dict[str, Any]:
+        """The JSON the server holds under `names`: the record's, or a new record's defaults."""
+        instance = self.instance if isinstance(self.instance, models.Model) else self.Meta.model()
+        stored = {
+            "isDeleted": getattr(instance, "is_deleted", False),
+            "deletedAt": getattr(instance, "deleted_at", None),
+        }
+        held: dict[str, Any] = {}
+        for name in names:
+            if name in stored:
+                value = stored[name]
+                held[name] = format_datetime(value) if isinstance(value, datetime) else value
+                continue
+            field = self.fields[name]
+            value = field.get_attribute(instance)
+            held[name] = None if value is None else field.to_representation(value)
+        return held
 
 
 def blank_is_null(model: type[models.Model], attrs: dict[str, Any]) -> dict[str, Any]:
