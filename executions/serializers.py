@@ -92,7 +92,7 @@ class StepListSerializer(serializers.ListSerializer):
         errors: list[Any] = []
         step_class = cast(type[serializers.Serializer], type(self.child))
         held = self.held_steps()
-        run_state = [name for name, field in self.child.fields.items() if field.read_only]
+        run_state = [name for name, field in cast(serializers.Serializer, self.child).fields.items() if field.read_only]
         for item in data:
             step = step_class(data=item, context=self.context)
             if isinstance(item, dict) and (changed := server_value_errors(item, held(item.get("index")), run_state)):
