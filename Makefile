@@ -22,7 +22,7 @@ migrate: $(STAMP)
 
 run: migrate
 	$(PY) manage.py aiwm_banner --port $(AIWM_PORT)
-	$(VENV)/bin/daphne -b 0.0.0.0 -p $(AIWM_PORT) aiwm_project.asgi:application
+	$(PY) manage.py serve --port $(AIWM_PORT)
 
 test: check browser node-deps test-sqlite test-postgres
 

@@ -15,16 +15,18 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from aiwm_project.background import start_background_work_once  # noqa: E402
+from aiwm_project.server import BodyLimit  # noqa: E402
 from gateway.routing import websocket_urlpatterns  # noqa: E402
 from gateway.socketio_app import sio  # noqa: E402
 
 channels_app = ProtocolTypeRouter({"http": django_asgi_app, "websocket": URLRouter(websocket_urlpatterns)})
-socketio_app = socketio.ASGIApp(sio, other_asgi_app=channels_app, socketio_path="socket.io")
+# Oversized bodies are refused before anything below buffers them (aiwm_project.server).
+served_app = BodyLimit(socketio.ASGIApp(sio, other_asgi_app=channels_app, socketio_path="socket.io"))
 
 
 async def application(scope, receive, send):  # type: ignore[no-untyped-def]
     start_background_work_once()
-    await socketio_app(scope, receive, send)
+    await served_app(scope, receive, send)
 
 
 def tune_gc_for_a_socket_server() -> None:

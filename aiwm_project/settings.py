@@ -173,6 +173,11 @@ AIWM_PORT = env.int("AIWM_PORT", default=3003)
 AIWM_MAX_BODY_BYTES = env.int("AIWM_MAX_BODY_BYTES", default=1024 * 1024)
 AIWM_MAX_JSON_DEPTH = env.int("AIWM_MAX_JSON_DEPTH", default=32)
 DATA_UPLOAD_MAX_MEMORY_SIZE = AIWM_MAX_BODY_BYTES
+# The request head (aiwm_project.server): a longer URL is a 414, a larger head a 431.
+AIWM_MAX_URL_BYTES = env.int("AIWM_MAX_URL_BYTES", default=8 * 1024)
+AIWM_MAX_HEADER_BYTES = env.int("AIWM_MAX_HEADER_BYTES", default=32 * 1024)
+# Addresses whose X-Forwarded-For/-Proto the server believes (the TLS proxy); "*" for any.
+AIWM_FORWARDED_ALLOW_IPS = env.str("AIWM_FORWARDED_ALLOW_IPS", default="127.0.0.1")
 AIWM_SERVER_VERSION = "1.0.0"
 AIWM_CONTROLLER_ID = env.str("AIWM_CONTROLLER_ID", default="controller-main")
 AIWM_HEARTBEAT_INTERVAL_MS = env.int("AIWM_HEARTBEAT_INTERVAL_MS", default=30000)

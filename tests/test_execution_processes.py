@@ -30,7 +30,7 @@ is blocked on a lock (seen in pg_stat_activity), then lets go, so all calls are 
 PostgreSQL grants a row lock to its waiters in the order they queued, so each outcome of a race
 is exercised on purpose and then checked against the same invariants as the free-for-all rounds.
 
-Child processes (daphne web processes, a Celery worker and beat, `manage.py shell`) use the
+Child processes (web processes as `manage.py serve` runs them, a Celery worker and beat, `manage.py shell`) use the
 helpers of tests/support/processes.py against the test's PostgreSQL database (committed data:
 `transaction=True`) and the suite's Redis test database.
 """
@@ -292,7 +292,7 @@ def cluster(processes: Processes) -> Processes:
 
 
 def start_web(cluster: Processes, name: str, port: int) -> None:
-    cluster.start(name, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "aiwm_project.asgi:application")
+    cluster.start(name, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port))
     cluster.wait_healthy(name, port)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import requests
 from asgiref.sync import async_to_sync, sync_to_async
+from websockets.exceptions import ConnectionClosed
 
 from deployments.models import Deployment, DeploymentLog
 from nodes.models import InboundMessage, Node, NodeCommand, NodeMetric
@@ -285,8 +286,29 @@ def plain_bad_frames() -> list[tuple[str | bytes, str]]:
         (json.dumps(message("deployment.status", {"deploymentId": "d1"})), "REJECTED"),
         (json.dumps(message("telemetry.metrics", {"nodeId": "node-gpu-02"})), "FORBIDDEN"),
         (json.dumps(message("telemetry.metrics", {"blob": "x" * int(1.5 * MIB)})), "PAYLOAD_TOO_LARGE"),
-        (json.dumps(message("telemetry.metrics", {"blob": "x" * (3 * MIB)})), "PAYLOAD_TOO_LARGE"),
+        (json.dumps(message("telemetry.metrics", {"blob": "x" * (2 * MIB)})), "PAYLOAD_TOO_LARGE"),
     ]
+
+
+def test_plain_ws_frame_over_the_transport_limit_drops_that_connection_only(
+    gateway: LiveGateway, world: dict[str, Any]
+) -> None:
+    # Over twice the message limit the server's WebSocket layer closes with 1009 (message too
+    # big) before the frame is buffered, as engine.io does for Socket.IO; the node reconnects.
+    async def scenario() -> None:
+        async with ws_daemon(gateway, world["token"]) as daemon, ws_daemon(gateway, world["other_token"]) as bystander:
+            before = await state()
+            try:
+                await daemon.send_raw(json.dumps(message("telemetry.metrics", {"blob": "x" * (3 * MIB)})))
+                code, _ = await daemon.close_code()
+            except ConnectionClosed as exc:  # closed while the frame was still being sent
+                code = exc.rcvd.code if exc.rcvd else None
+            assert code == 1009
+            assert await state() == before
+            assert (await bystander.register())["nodeId"] == "node-gpu-02"
+
+    async_to_sync(scenario)()
+    assert_server_still_serves(gateway, world)
 
 
 def test_plain_ws_bad_frames_get_errors_and_change_nothing(gateway: LiveGateway, world: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """Many processes with REDIS_URL: a command created anywhere reaches a node connected to any web process.
 
-Real processes, no mocks: web process A (daphne) holds the daemons' sockets, web process B
+Real processes, no mocks: web process A (`manage.py serve`) holds the daemons' sockets, web process B
 (uvicorn) takes the REST call, a `manage.py shell` stands for any other process (a Celery task, an
 operator), and a Celery worker plus one beat run the offline sweep. They all share the test's
 PostgreSQL database (committed data: `transaction=True`) and one Redis database.
@@ -81,13 +81,9 @@ def test_commands_and_sweep_cross_processes(processes: Processes, tmp_path: Path
     beat_stale = NodeFactory.create(node_id="node-redis-beat")
     make_stale(stale)
     port_a, port_b = free_port(), free_port()
-    # A with the production server (daphne), B with uvicorn: the same application either way.
-    processes.start("web-A", "-m", "daphne", "-b", "127.0.0.1", "-p", str(port_a), "aiwm_project.asgi:application")
-    processes.start(
-        "web-B",
-        *("-m", "uvicorn", "aiwm_project.asgi:application", "--host", "127.0.0.1", "--port", str(port_b)),
-        *("--lifespan", "off", "--log-level", "warning"),
-    )
+    # A as `make run` serves it, B with daphne (the design card's server): the same application.
+    processes.start("web-A", "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port_a))
+    processes.start("web-B", "-m", "daphne", "-b", "127.0.0.1", "-p", str(port_b), "aiwm_project.asgi:application")
     processes.start("celery-worker", "-m", "celery", "-A", "aiwm_project", "worker", "--pool", "solo", "-l", "warning")
     try:
         processes.wait_healthy("web-A", port_a)

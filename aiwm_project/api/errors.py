@@ -31,12 +31,20 @@ class PayloadTooLarge(exceptions.APIException):
 
 
 def error_body(request: HttpRequest, status_code: int, message: str, errors: list[str] | None = None) -> dict:
+    correlation_id = getattr(request, "correlation_id", None) or current_correlation_id()
+    return error_document(status_code, message, request.path, correlation_id, errors)
+
+
+def error_document(
+    status_code: int, message: str, path: str, correlation_id: str, errors: list[str] | None = None
+) -> dict[str, Any]:
+    """The body itself, also for answers given before Django sees a request (aiwm_project.server)."""
     body: dict[str, Any] = {
         "statusCode": status_code,
         "message": message,
         "timestamp": iso_now(),
-        "path": request.path,
-        "correlationId": getattr(request, "correlation_id", None) or current_correlation_id(),
+        "path": path,
+        "correlationId": correlation_id,
     }
     if errors:
         body["errors"] = errors

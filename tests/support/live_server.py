@@ -1,6 +1,6 @@
-"""A real ASGI server (uvicorn, in a thread of the test process) serving the whole application,
-so node clients talk to it over real sockets while tests read the same test database; and the
-REST API of that server, over HTTP.
+"""A real ASGI server (uvicorn as `manage.py serve` configures it, in a thread of the test
+process) serving the whole application, so node clients talk to it over real sockets while tests
+read the same test database; and the REST API of that server, over HTTP.
 
 A plugin (tests/conftest.py): the `gateway` and `quick_polling` fixtures.
 """
@@ -20,6 +20,7 @@ import uvicorn
 from asgiref.sync import sync_to_async
 
 from aiwm_project.auth import issue_user_token
+from aiwm_project.server import uvicorn_config
 from nodes.models import Node
 from tests.support.personas import ORG_A, OWNER_A_USER_ID
 
@@ -47,10 +48,8 @@ def gateway(transactional_db: None) -> Iterator[LiveGateway]:
     from aiwm_project.asgi import application
 
     port = free_port()
-    config = uvicorn.Config(
-        application, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws_per_message_deflate=False
-    )
-    server = uvicorn.Server(config)
+    # The server exactly as `manage.py serve` configures it.
+    server = uvicorn.Server(uvicorn_config("127.0.0.1", port, app=application, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
