@@ -205,11 +205,8 @@ class BodyLimit:
             else:
                 await self.app(scope, receive, send)
             return
-        if b"transfer-encoding" not in headers:
-            await self.app(scope, receive, send)  # no body
-            return
-        # Chunked: read up to the limit, then hand the app the body with its length, which Django
-        # and DRF need (without a Content-Length they read an empty body).
+        # No length (chunked, or HTTP/2): read up to the limit, then hand the app the body with its
+        # length, which Django and DRF need (without a Content-Length they read an empty body).
         messages: list[Message] = []
         size = 0
         while True:
