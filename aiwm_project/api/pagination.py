@@ -76,7 +76,7 @@ class PagePagination(BasePagination):
                 "in": "query",
                 "required": False,
                 "description": "Page number, 1-based (default 1).",
-                "schema": {"type": "integer", "minimum": 1, "default": 1},
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1},
             },
             {
                 "name": "limit",

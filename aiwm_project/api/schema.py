@@ -11,6 +11,8 @@ from drf_spectacular.plumbing import get_lib_doc_excludes
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import serializers
 
+from aiwm_project.ids import BUSINESS_ID_RE
+
 ViewT = TypeVar("ViewT", bound=Callable[..., Any])
 # A request example: its body alone (it gets the action's standard name) or a (name, body) pair.
 RequestExample = dict[str, Any] | tuple[str, dict[str, Any]]
@@ -70,6 +72,15 @@ class AIWMAutoSchema(AutoSchema):
         if getattr(self.view, "action", None) != "list":
             return []
         return list(super().get_filter_backends())
+
+    def _resolve_path_parameters(self, variables: Any) -> Any:
+        # `/:id` is an `_id` or a business id (aiwm_project.ids): anything else is a 400.
+        parameters = super()._resolve_path_parameters(variables)
+        for parameter in parameters:
+            if parameter["name"] == "id":
+                parameter["schema"] = {"type": "string", "pattern": BUSINESS_ID_RE.pattern}
+                parameter["description"] = "The record's `_id` (24 hex characters) or its business id."
+        return parameters
 
     def _get_response_bodies(self, direction: Any = "response") -> Any:
         """Every operation's error answers too, with the contract's error body."""

@@ -126,7 +126,11 @@ class LoginView(APIView):
     @extend_schema(
         summary="Log in (embedded IAM)",
         request=LoginSerializer,
-        responses={200: LoginResponse, 401: OpenApiResponse(ErrorBody, description="Wrong username or password")},
+        responses={
+            200: LoginResponse,
+            401: OpenApiResponse(ErrorBody, description="Wrong username or password"),
+            404: OpenApiResponse(ErrorBody, description="Local login is off (an external IAM issues the tokens)"),
+        },
         examples=[OpenApiExample("Login", value={"username": "tonyh", "password": "123zXc_-"}, request_only=True)],
     )
     def post(self, request: Request) -> Response:
