@@ -199,3 +199,16 @@ def test_issue_token_refuses_empty_ids(field: str) -> None:
 def test_the_banner_refuses_a_port_out_of_range(port: str) -> None:
     with pytest.raises(CommandError):
         run("aiwm_banner", "--port", port)
+
+
+@pytest.mark.parametrize("args", [["--port", "70000"], ["--workers", "0"], ["--workers", "65"], ["--workers", "two"]])
+def test_serve_refuses_bad_arguments(args: list[str]) -> None:
+    with pytest.raises(CommandError):
+        run("serve", *args)
+
+
+def test_serve_refuses_several_workers_without_redis(settings: Any) -> None:
+    # Without Redis a node's socket and the commands for it must live in the same process.
+    settings.REDIS_URL = ""
+    with pytest.raises(CommandError, match="REDIS_URL"):
+        run("serve", "--workers", "2")
