@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.environment import ROOT
 from tests.support.live_server import free_port
 from tests.support.processes import Processes, user_token
 
@@ -49,7 +48,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(processes: P
     processes.wait_healthy("web", port)
     report_dir = tmp_path / "report"
     command = schemathesis_command(f"http://127.0.0.1:{port}", user_token(), report_dir, EXAMPLES_PER_OPERATION, 1)
-    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    # Run from the temp dir: schemathesis keeps a cache (.schemathesis/) in its working directory.
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     output = run.stdout[-6000:] + run.stderr[-2000:]
     assert run.returncode == 0, output
     suites = ET.parse(next(report_dir.glob("junit-*.xml"))).getroot()
