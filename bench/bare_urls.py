@@ -72,7 +72,7 @@ def _reader(api_name: str, field: Any) -> Callable[[tuple[Any, ...]], Any]:
 _READERS = [(name, _reader(name, field)) for name, field in NodeSerializer().fields.items() if not field.write_only]
 
 
-def _row(r: tuple[Any, ...]) -> dict[str, Any]:
+def row_json(r: tuple[Any, ...]) -> dict[str, Any]:
     return {name: read(r) for name, read in _READERS}
 
 
@@ -100,7 +100,7 @@ def node_list(request: HttpRequest) -> HttpResponse:
         else:
             cursor.execute(COUNT_SQL, [org_id, status])
             total = cursor.fetchone()[0]
-    return _response({"data": [_row(r) for r in rows], "pagination": {"page": 1, "limit": limit, "total": total}})
+    return _response({"data": [row_json(r) for r in rows], "pagination": {"page": 1, "limit": limit, "total": total}})
 
 
 urlpatterns = [path("api/nodes", node_list)]

@@ -1,4 +1,5 @@
-"""Node list at scale: the service's `GET /api/nodes` against a bare Django view, in one run.
+"""Node list at scale: the service's `GET /api/nodes` against a bare Django view and a near-limit,
+framework-free app, in one run.
 
     .venv/bin/python bench/node_list.py [--rows 10000,100000,1000000] [--duration S] [--concurrency C]
     .venv/bin/python bench/node_list.py --smoke    # seconds: every step and check, the figures not judged
@@ -12,25 +13,28 @@ What it does, in order:
    sizes (0.7% to 4.6% of the rows), a third of the rows soft-deleted, mixed statuses, creation
    dates spread over two years; then VACUUM ANALYZE (the visibility map is what lets COUNT(*) be an
    index-only scan);
-3. starts, per row count, two daphne servers on loopback, both with the command of `make run`:
-   the real service, and the bare baseline (`bench.bare_settings`: the same settings and
-   middleware, one view that runs the same SQL through a raw cursor and writes the same JSON);
-4. checks that the bare view's SQL is the SQL Django generates for the service, that both
+3. starts, per row count, three servers on loopback: with the command of `make run`
+   (`manage.py serve`) the real service and the bare baseline (`bench.bare_settings`: the same
+   settings and middleware, one view that runs the same SQL through a raw cursor and writes the
+   same JSON), the middle point; and under the same uvicorn the near-limit baseline
+   (`bench/limit_app.py`: no framework, a psycopg connection pool, the same SQL and JSON), what
+   this machine can do for the request;
+4. checks that the bare view's SQL is the SQL Django generates for the service, that all three
    servers answer the same JSON, and, after measuring, that the data set is unchanged (the servers
    run with the in-process sweep off and DB_CONN_MAX_AGE=0: see the comments in main());
 5. drives each server with a load generator in a separate process (keep-alive HTTP/1.1 clients,
    fixed concurrency, warm-up, bounded duration and request count). The rounds interleave row
-   counts and alternate service/bare, so a noisy neighbour on the shared machine hurts every
+   counts and rotate the order of the three targets, so a noisy neighbour on the shared machine hurts every
    configuration alike instead of whichever happened to run at the time;
-6. prints requests/s, p50/p99 latency and server CPU per request, the service/bare throughput
-   ratio per row count, the ratio of the service's median latency at the largest vs the smallest
+6. prints requests/s, p50/p99 latency and server CPU per request, the service/limit and
+   service/bare throughput ratios per row count, the ratio of the service's median latency at the largest vs the smallest
    row count, and EXPLAIN (ANALYZE, BUFFERS) of the service's two queries (captured from Django)
    at the largest row count. Exit status 1 when a goal is missed.
 
 The organization whose requests are measured is the one whose share of the rows is closest to 1%.
 
 This file is the command line and the order of the steps; the steps are in bench/nodelist/ (the data
-set, the two servers, the SQL and JSON checks, the load generator, the report) and bench/harness/
+set, the three servers, the SQL and JSON checks, the load generator, the report) and bench/harness/
 (what every benchmark shares). `--smoke` runs 5,000 rows, one 1 s round per target, and also
 bench/profile_node_list.py for a few requests; it judges the checks (identical SQL and JSON, the
 data set unchanged, every request answered 200) and not the goals.
@@ -73,7 +77,7 @@ from bench.nodelist.compare import (  # noqa: E402
 )
 from bench.nodelist.dataset import org_counts, org_id, seed, typical_org_index  # noqa: E402
 from bench.nodelist.loadgen import Run, merge, run_load  # noqa: E402
-from bench.nodelist.report import SizeResult, fmt_int, print_table, summarize  # noqa: E402
+from bench.nodelist.report import TARGETS, SizeResult, fmt_int, print_table, runs, summarize  # noqa: E402
 from bench.nodelist.servers import servers  # noqa: E402
 
 SMOKE = {"rows": "5000", "duration": 1.0, "rounds": 1, "warmup": 0.3, "db": "aiwm_smoke_list"}
@@ -129,7 +133,7 @@ def main(argv: list[str]) -> int:
     log(
         machine_line(
             server_version(admin_dsn),
-            f"daphne for every server, database connections {pooling}",
+            f"manage.py serve (service, bare) and uvicorn (limit app, pool of 4); Django's connections {pooling}",
             f"load generator: {args.concurrency} keep-alive connections",
             f"{args.rounds} rounds x {args.duration / args.rounds:g}s (+{args.warmup:g}s warm-up) per target",
         )
@@ -163,7 +167,7 @@ def main(argv: list[str]) -> int:
                 f"#{org_index} {org}: {fmt_int(counts[0])} rows ({100 * counts[0] / rows:.2f}%), "
                 f"{fmt_int(counts[1])} live, {fmt_int(counts[2])} live+online"
             )
-            results[rows] = SizeResult(rows, *counts, 0.0, 0.0, Run(), Run(), [])
+            results[rows] = SizeResult(rows, *counts, 0.0, 0.0, Run(), Run(), Run(), [])
 
         # The service's SQL, captured from Django (against the largest database), is the bare view's.
         service_sql = capture_service_queries(token)
@@ -179,11 +183,12 @@ def main(argv: list[str]) -> int:
             results[rows].db_count_ms = db_time_ms(dsns[rows], service_sql[1]) if len(service_sql) > 1 else 0.0
 
         with contextlib.ExitStack() as stack:
-            pairs = {rows: stack.enter_context(servers(env, dsns[rows], rows, token, logdir)) for rows in args.sizes}
-            for rows, (service, bare) in pairs.items():
-                body, byte_identical = check_identical(service, bare, token)
+            trios = {rows: stack.enter_context(servers(env, dsns[rows], rows, token, logdir)) for rows in args.sizes}
+            for rows, (service, bare, limit) in trios.items():
+                body, byte_identical = check_identical(service, [bare, limit], token)
                 log(
-                    f"{fmt_int(rows):>9} rows: JSON of service and bare view identical ({len(body['data'])} rows, "
+                    f"{fmt_int(rows):>9} rows: JSON of service, bare view and limit app identical "
+                    f"({len(body['data'])} rows, "
                     f"total {body['pagination']['total']}; byte-identical: "
                     f"{'yes' if byte_identical else 'no, same values (gpuDevices key order differs)'})"
                 )
@@ -192,17 +197,20 @@ def main(argv: list[str]) -> int:
                 shift = rnd % len(args.sizes)
                 line = []
                 for rows in args.sizes[shift:] + args.sizes[:shift]:
-                    service, bare = pairs[rows]
-                    order = [("service", service), ("bare", bare)]
-                    if rnd % 2:
-                        order.reverse()
+                    targets = dict(zip(TARGETS, trios[rows], strict=True))
+                    # The order rotates every round, so no target always runs first or last.
+                    order = list(targets.items())
+                    order = order[rnd % 3 :] + order[: rnd % 3]
                     got = {label: run_load(server, env, token, args, per_round) for label, server in order}
-                    merge(results[rows].service, got["service"])
-                    merge(results[rows].bare, got["bare"])
-                    ratio = got["service"].rps / got["bare"].rps if got["bare"].rps else float("nan")
-                    results[rows].round_ratios.append(ratio)
-                    line.append(f"{fmt_int(rows)}: {got['service'].rps:.0f}/{got['bare'].rps:.0f} req/s = {ratio:.2f}")
-                log(f"round {rnd + 1} (service/bare): " + ";  ".join(line))
+                    for label, run in runs(results[rows]).items():
+                        merge(run, got[label])
+                    to_limit = got["service"].rps / got["limit"].rps if got["limit"].rps else float("nan")
+                    results[rows].round_ratios.append(to_limit)
+                    line.append(
+                        f"{fmt_int(rows)}: {got['service'].rps:.0f}/{got['bare'].rps:.0f}/{got['limit'].rps:.0f}"
+                        f" req/s, service/limit {to_limit:.2f}"
+                    )
+                log(f"round {rnd + 1} (service/bare/limit): " + ";  ".join(line))
 
         for rows in args.sizes:
             after = org_counts(dsns[rows], org)
@@ -239,7 +247,7 @@ def smoke_checks(results: list[SizeResult], dsn: str) -> list[Check]:
     """--smoke: every measured request answered 200, and bench/profile_node_list.py still runs."""
     checks: list[Check] = []
     for r in results:
-        for label, run in (("service", r.service), ("bare", r.bare)):
+        for label, run in runs(r).items():
             checks.append(
                 (
                     f"{fmt_int(r.rows)} rows, {label}: {len(run.latencies)} requests answered 200, "

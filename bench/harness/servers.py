@@ -1,4 +1,5 @@
-"""An ASGI server process on loopback and a free port: daphne (`make run`'s command) or uvicorn."""
+"""An ASGI server process on loopback and a free port: `manage.py serve` (`make run`'s command,
+uvicorn as aiwm_project/server.py configures it), daphne, or plain uvicorn."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import http.client
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +28,9 @@ def free_port() -> int:
 
 
 class Server:
-    """One ASGI server process (daphne or uvicorn) serving `app` (module:attribute), killed on exit."""
+    """One ASGI server process serving `app` (module:attribute), killed on exit. Kinds: "serve"
+    (`make run`'s command; it serves the service's application, `app` is not used), "daphne",
+    "uvicorn" (httptools and uvloop, which the project installs, as `serve` uses)."""
 
     def __init__(self, kind: str, app: str, env: dict[str, str], logdir: Path, label: str):
         self.kind, self.app, self.env, self.label = kind, app, env, label
@@ -35,13 +39,17 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
+        if self.kind == "serve":
+            return [sys.executable, str(REPO / "manage.py"), "serve", "--host", HOST, "--port", str(self.port)]
         binary = REPO / ".venv" / "bin" / self.kind
         exe = str(binary if binary.exists() else shutil.which(self.kind) or self.kind)
         if self.kind == "daphne":
-            # `make run`'s command, on loopback and a free port.
             return [exe, "-b", HOST, "-p", str(self.port), self.app]
         # ARCHITECTURE.md: with uvicorn, turn off WebSocket per-message deflate.
-        return [exe, "--host", HOST, "--port", str(self.port), "--ws-per-message-deflate", "false", self.app]
+        return [
+            *(exe, "--host", HOST, "--port", str(self.port), "--lifespan", "off"),
+            *("--ws-per-message-deflate", "false", self.app),
+        ]
 
     @property
     def pid(self) -> int:

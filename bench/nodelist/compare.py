@@ -39,21 +39,27 @@ def normalize_sql(sql: str) -> str:
     return re.sub(r"\s+", " ", sql).strip()
 
 
-def check_identical(service: Server, bare: Server, token: str) -> tuple[dict[str, Any], bool]:
-    """Both servers answer the benchmarked request with the same rows and pagination; returns the
-    service's JSON and whether the bytes are identical too."""
+def check_identical(service: Server, others: list[Server], token: str) -> tuple[dict[str, Any], bool]:
+    """Every server answers the benchmarked request with the service's rows and pagination; returns
+    the service's JSON and whether the bytes are identical too."""
     s_status, s_body = http_get(service, token)
-    b_status, b_body = http_get(bare, token)
-    if s_status != 200 or b_status != 200:
-        raise RuntimeError(f"service {s_status} {s_body[:300]!r} / bare {b_status} {b_body[:300]!r}")
-    s_json, b_json = json.loads(s_body), json.loads(b_body)
-    if s_json["data"] != b_json["data"] or s_json["pagination"] != b_json["pagination"]:
-        for s_row, b_row in zip(s_json["data"], b_json["data"], strict=False):
-            if s_row != b_row:
-                log(f"  first differing row:\n    service {s_row}\n    bare    {b_row}")
-                break
-        raise RuntimeError("service and bare view answer different JSON")
-    return s_json, s_body == b_body
+    if s_status != 200:
+        raise RuntimeError(f"service {s_status} {s_body[:300]!r}")
+    s_json = json.loads(s_body)
+    byte_identical = True
+    for other in others:
+        o_status, o_body = http_get(other, token)
+        if o_status != 200:
+            raise RuntimeError(f"{other.label} {o_status} {o_body[:300]!r}")
+        o_json = json.loads(o_body)
+        if s_json["data"] != o_json["data"] or s_json["pagination"] != o_json["pagination"]:
+            for s_row, o_row in zip(s_json["data"], o_json["data"], strict=False):
+                if s_row != o_row:
+                    log(f"  first differing row:\n    service {s_row}\n    {other.label} {o_row}")
+                    break
+            raise RuntimeError(f"service and {other.label} answer different JSON")
+        byte_identical &= s_body == o_body
+    return s_json, byte_identical
 
 
 def explain(dsn: str, sql: str) -> list[str]:

@@ -1,6 +1,7 @@
-"""The node list benchmark's two servers per row count: daphne with the command of `make run`, on
-loopback, serving the real service (`aiwm_project.settings`) and the bare view (`bench.bare_settings`:
-the same settings, middleware and ASGI application, one view)."""
+"""The node list benchmark's three servers per row count, on loopback: the real service
+(`aiwm_project.settings`) and the bare view (`bench.bare_settings`: the same settings, middleware and
+ASGI application, one view), both with `make run`'s command (`manage.py serve`); and the near-limit
+baseline (`bench.limit_app`: no framework, a connection pool) under the same uvicorn."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from bench.harness.servers import HOST, SERVICE_APP, Server
 from bench.nodelist import BENCH_PATH
+
+LIMIT_APP = "bench.limit_app:application"
 
 
 def http_get(server: Server, token: str, path: str = BENCH_PATH) -> tuple[int, bytes]:
@@ -36,21 +39,28 @@ def answers_200(server: Server, token: str) -> Callable[[], bool]:
 
 
 @contextlib.contextmanager
-def servers(env: dict[str, str], dsn: str, rows: int, token: str, logdir: Path) -> Iterator[tuple[Server, Server]]:
-    """The service and the bare view on the database at `dsn`, both answering; stopped on exit."""
+def servers(
+    env: dict[str, str], dsn: str, rows: int, token: str, logdir: Path
+) -> Iterator[tuple[Server, Server, Server]]:
+    """The service, the bare view and the near-limit app on the database at `dsn`, all answering;
+    stopped on exit."""
     env = {**env, "DATABASE_URL": dsn}
     service_settings = "bench.pool_settings" if env.get("AIWM_BENCH_DB_POOL") == "1" else "aiwm_project.settings"
     service_env, bare_env = (
         {**env, "DJANGO_SETTINGS_MODULE": settings} for settings in (service_settings, "bench.bare_settings")
     )
-    service = Server("daphne", SERVICE_APP, service_env, logdir, f"service-{rows}")
-    bare = Server("daphne", SERVICE_APP, bare_env, logdir, f"bare-{rows}")
+    service = Server("serve", SERVICE_APP, service_env, logdir, f"service-{rows}")
+    bare = Server("serve", SERVICE_APP, bare_env, logdir, f"bare-{rows}")
+    limit = Server(
+        "uvicorn", LIMIT_APP, {**env, "DJANGO_SETTINGS_MODULE": "aiwm_project.settings"}, logdir, f"limit-{rows}"
+    )
+    trio = (service, bare, limit)
     try:
-        service.start()
-        bare.start()
-        service.wait_ready(probe=answers_200(service, token))
-        bare.wait_ready(probe=answers_200(bare, token))
-        yield service, bare
+        for server in trio:
+            server.start()
+        for server in trio:
+            server.wait_ready(probe=answers_200(server, token))
+        yield trio
     finally:
-        for server in (service, bare):
+        for server in trio:
             server.stop()
