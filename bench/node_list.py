@@ -27,8 +27,8 @@ What it does, in order:
    counts and rotate the order of the three targets, so a noisy neighbour on the shared machine hurts every
    configuration alike instead of whichever happened to run at the time;
 6. prints requests/s, p50/p99 latency and server CPU per request, the service/limit and
-   service/bare throughput ratios per row count, the ratio of the service's median latency at the largest vs the smallest
-   row count, and EXPLAIN (ANALYZE, BUFFERS) of the service's two queries (captured from Django)
+   service/bare throughput ratios per row count, the ratio of the service's median latency at the
+   largest vs the smallest row count, and EXPLAIN (ANALYZE, BUFFERS) of the service's two queries (captured from Django)
    at the largest row count. Exit status 1 when a goal is missed.
 
 The organization whose requests are measured is the one whose share of the rows is closest to 1%.
