@@ -5,7 +5,8 @@ threads live as long as the process, so a connection the database dropped (a res
 failover, an idle timeout) would stay broken in them forever. `db_sync_to_async` runs the
 function in a worker thread and, when it fails because the connection is gone (not for an
 SQL error), closes that connection and tries once more on a fresh one: nothing was applied
-through a dead connection, so the retry is safe.
+through a dead connection, so the retry is safe. With the connection pool, the connection goes
+back to the pool after each call.
 """
 
 from __future__ import annotations
@@ -52,8 +53,19 @@ def _with_reconnect(func: Callable[P, R]) -> Callable[P, R]:
                 raise  # a real database error (or inside a caller's transaction): not ours to retry
             connection.close()
             return func(*args, **kwargs)
+        finally:
+            release_pooled_connection()
 
     return run
+
+
+def release_pooled_connection() -> None:
+    """With the connection pool (settings: DB_POOL_MAX_SIZE), hand this thread's connection back
+    once its unit of work is done, as a request does at its end: a worker thread lives as long as
+    the process and would otherwise keep one of the pool's few connections for ever (the pool runs
+    dry and requests wait for DB_POOL_TIMEOUT). Taking one again from the pool is cheap."""
+    if connection.settings_dict["OPTIONS"].get("pool") and not connection.in_atomic_block:
+        connection.close()
 
 
 def db_sync_to_async(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:

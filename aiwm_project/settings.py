@@ -111,9 +111,25 @@ TEMPLATES = [
 # --- Database: SQLite file in var/ by default, PostgreSQL in production (DATABASE_URL). ---
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'aiwm.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # 0 by default: under ASGI each request's sync work may run on a new thread, and persistent
-    # per-thread connections then pile up until the server's connection limit (bench/node_list.py).
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=0))
+    # A process-wide psycopg pool (Django's native one). Under ASGI each request's sync work runs
+    # on a thread of its own, so Django's per-thread persistent connections (CONN_MAX_AGE > 0) are
+    # never reused and pile up to the server's connection limit; without either, every request
+    # opens a connection (bench/node_list.py: the pool is ~25 % more requests/s). A request holds a
+    # connection from its first query to its end; past DB_POOL_MAX_SIZE in flight, requests wait
+    # up to DB_POOL_TIMEOUT seconds. Size it so that web processes x size (+ workers) stays below
+    # PostgreSQL's max_connections (100 by default). DB_POOL_MAX_SIZE=0: no pool, DB_CONN_MAX_AGE.
+    _pool_size = env.int("DB_POOL_MAX_SIZE", default=10)
+    if _pool_size > 0:
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django refuses persistent connections with a pool
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": min(2, _pool_size),
+            "max_size": _pool_size,
+            "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+        }
+    else:
+        DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=0))
+    # With the pool: each connection is checked when lent, so one the server ended (a restart, a
+    # terminated backend) is replaced rather than handed to a request.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default writes from several threads (requests, the socket thread's telemetry

@@ -1,11 +1,6 @@
 """Settings of the bare baseline: the service's settings (same middleware, database, secrets) with a
 one-view URL map, so the only difference from the service is the view itself."""
 
-import os
-
-if os.environ.get("AIWM_BENCH_DB_POOL") == "1":
-    from bench.pool_settings import *  # noqa: F403
-else:
-    from aiwm_project.settings import *  # noqa: F403
+from aiwm_project.settings import *  # noqa: F403
 
 ROOT_URLCONF = "bench.bare_urls"

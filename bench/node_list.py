@@ -21,7 +21,7 @@ What it does, in order:
    this machine can do for the request;
 4. checks that the bare view's SQL is the SQL Django generates for the service, that all three
    servers answer the same JSON, and, after measuring, that the data set is unchanged (the servers
-   run with the in-process sweep off and DB_CONN_MAX_AGE=0: see the comments in main());
+   run with the in-process sweep off);
 5. drives each server with a load generator in a separate process (keep-alive HTTP/1.1 clients,
    fixed concurrency, warm-up, bounded duration and request count). The rounds interleave row
    counts and rotate the order of the three targets, so a noisy neighbour on the shared machine hurts every
@@ -92,9 +92,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds before each round")
     add_database_flags(parser, "aiwm_bench", "do not drop the database at the end")
     parser.add_argument(
-        "--db-pool",
+        "--no-db-pool",
         action="store_true",
-        help="experiment: both servers borrow connections from psycopg's pool (needs psycopg_pool importable)",
+        help="service and bare view open a connection per request (DB_POOL_MAX_SIZE=0), as before the pool",
     )
     add_smoke_flag(parser, argv, SMOKE, "5,000 rows, one 1 s round")
     args = parser.parse_args(argv)
@@ -122,14 +122,14 @@ def main(argv: list[str]) -> int:
         dsn=dsns[args.sizes[-1]],
         logdir=logdir,
         drop=("REDIS_URL",),  # the embedded default's single process: what the bare view is compared with
-        AIWM_BENCH_DB_POOL="1" if args.db_pool else "0",
+        **({"DB_POOL_MAX_SIZE": "0"} if args.no_db_pool else {}),
     )
     use_env(env, DJANGO_SETTINGS_MODULE="aiwm_project.settings")
 
     org_index = typical_org_index()
     org = org_id(org_index)
     log(f"databases {', '.join(all_dbs)} on {pg}; logs in {logdir}")
-    pooling = "from a psycopg pool (--db-pool)" if args.db_pool else "opened per request (DB_CONN_MAX_AGE=0)"
+    pooling = "opened per request (--no-db-pool)" if args.no_db_pool else "from the psycopg pool (DB_POOL_MAX_SIZE)"
     log(
         machine_line(
             server_version(admin_dsn),
@@ -138,10 +138,6 @@ def main(argv: list[str]) -> int:
             f"{args.rounds} rounds x {args.duration / args.rounds:g}s (+{args.warmup:g}s warm-up) per target",
         )
     )
-    if args.db_pool:
-        probe = subprocess.run([sys.executable, "-c", "import psycopg_pool"], env=env, capture_output=True)
-        if probe.returncode:
-            raise SystemExit("--db-pool needs psycopg_pool importable (e.g. on PYTHONPATH)")
     try:
         recreate_database(admin_dsn, args.db)
         migrate(f"{pg}/{args.db}", env)

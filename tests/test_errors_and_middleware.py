@@ -136,6 +136,22 @@ def test_unhandled_exception_is_json_500_without_details(personas: Personas, mon
     assert "secret" not in str(body)
 
 
+def test_an_exhausted_connection_pool_is_a_503_to_retry(personas: Personas, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.db.utils import OperationalError
+    from psycopg_pool import PoolTimeout
+
+    from nodes.views import NodeViewSet
+
+    def busy(*args: Any, **kwargs: Any) -> Any:
+        # What Django raises when the pool lends nothing within DB_POOL_TIMEOUT.
+        raise OperationalError("couldn't get a connection after 10.00 sec") from PoolTimeout("timeout")
+
+    monkeypatch.setattr(NodeViewSet, "list", busy)
+    response = personas.owner_a.get("/api/nodes")
+    body = assert_error(response, 503)
+    assert body["message"] == "The database is busy; try again shortly" and response["Retry-After"] == "1"
+
+
 def test_admin_and_docs_are_not_api_errors() -> None:
     # Outside /api, Django's own pages are kept (the admin login redirect, the Swagger HTML).
     assert Client().get("/admin/").status_code == 302

@@ -7,7 +7,9 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db.utils import OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
+from psycopg_pool import PoolTimeout
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -22,6 +24,13 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "Conflict"
     default_code = "conflict"
+
+
+class DatabaseBusy(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The database is busy; try again shortly"
+    default_code = "database_busy"
+    wait = 1  # Retry-After, seconds
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -96,6 +105,10 @@ def exception_handler(exc: Exception, context: dict) -> Response:
         exc = PayloadTooLarge()
     elif isinstance(exc, SuspiciousOperation):
         exc = exceptions.ParseError(str(exc) or "Bad request")
+    elif isinstance(exc, OperationalError) and isinstance(exc.__cause__, PoolTimeout):
+        # Every pooled connection stayed busy for DB_POOL_TIMEOUT: overload, not an error of ours.
+        logger.warning("database pool exhausted on %s %s", request.method, request.path)
+        exc = DatabaseBusy()
 
     if isinstance(exc, ServiceError):
         body = error_body(request, exc.status_code, exc.message, exc.errors)

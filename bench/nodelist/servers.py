@@ -45,9 +45,8 @@ def servers(
     """The service, the bare view and the near-limit app on the database at `dsn`, all answering;
     stopped on exit."""
     env = {**env, "DATABASE_URL": dsn}
-    service_settings = "bench.pool_settings" if env.get("AIWM_BENCH_DB_POOL") == "1" else "aiwm_project.settings"
     service_env, bare_env = (
-        {**env, "DJANGO_SETTINGS_MODULE": settings} for settings in (service_settings, "bench.bare_settings")
+        {**env, "DJANGO_SETTINGS_MODULE": settings} for settings in ("aiwm_project.settings", "bench.bare_settings")
     )
     service = Server("serve", SERVICE_APP, service_env, logdir, f"service-{rows}")
     bare = Server("serve", SERVICE_APP, bare_env, logdir, f"bare-{rows}")

@@ -69,6 +69,11 @@ def _close_server_connections() -> None:
 
     if connection.vendor != "postgresql":
         return
+    if connection.settings_dict["OPTIONS"].get("pool"):
+        # Pooled: the server's threads gave their connections back; closing the pool ends them
+        # (terminating them instead leaves dead connections in it for the next test to wait on).
+        connection.close()
+        connection.close_pool()
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
