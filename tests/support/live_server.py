@@ -73,7 +73,7 @@ def _close_server_connections() -> None:
         # Pooled: the server's threads gave their connections back; closing the pool ends them
         # (terminating them instead leaves dead connections in it for the next test to wait on).
         connection.close()
-        connection.close_pool()
+        connection.close_pool()  # type: ignore[attr-defined]  # PostgreSQL-only method
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
