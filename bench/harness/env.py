@@ -42,6 +42,10 @@ def service_env(*, dsn: str, logdir: Path, drop: tuple[str, ...] = (), **extra: 
 
 
 def use_env(env: dict[str, str], **overrides: str) -> None:
-    """Make `env` (with `overrides`) this process's environment, before Django is set up in it."""
+    """Make `env` (with `overrides`) this process's environment, before Django is set up in it.
+
+    The benchmark's own process (seeding, checks) connects without the connection pool: a pool's
+    idle connections to a template database would stop it being cloned (CREATE DATABASE ...
+    TEMPLATE needs it unused). The servers it starts keep the service's settings."""
     os.environ.clear()
-    os.environ.update({**env, **overrides})
+    os.environ.update({**env, "DB_POOL_MAX_SIZE": "0", **overrides})
