@@ -98,9 +98,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         # A head that arrived whole in one read was not counted in data_received.
-        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-        if size > settings.AIWM_MAX_HEADER_BYTES:
-            raise _HeadTooLarge(431, f"The request head is larger than {settings.AIWM_MAX_HEADER_BYTES} bytes")
+        _check_head_size(len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers))
         super().on_headers_complete()
         if self.cycle is not None and any(name in BODY_HEADERS for name, _ in self.headers):
             # The app may answer before reading the whole body (BodyLimit's 413).
@@ -118,8 +116,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if self._in_head:
                 # Still inside a head, which httptools keeps until it is complete: count it here.
                 self._head_bytes += len(data)
-                if self._head_bytes > settings.AIWM_MAX_HEADER_BYTES:
-                    raise _HeadTooLarge(431, f"The request head is larger than {settings.AIWM_MAX_HEADER_BYTES} bytes")
+                _check_head_size(self._head_bytes)
         except _HeadTooLarge as exc:
             self.refuse(exc.status, exc.message)
         except httptools.HttpParserCallbackError as exc:
@@ -180,6 +177,11 @@ class _HeadTooLarge(Exception):
         self.status, self.message = status, message
 
 
+def _check_head_size(size: int) -> None:
+    if size > settings.AIWM_MAX_HEADER_BYTES:
+        raise _HeadTooLarge(431, f"The request head is larger than {settings.AIWM_MAX_HEADER_BYTES} bytes")
+
+
 def _path_of(url: bytes) -> str:
     path = url.split(b"?", 1)[0][:256]
     return path.decode("ascii", "replace") or "/"
@@ -201,7 +203,7 @@ class BodyLimit:
         if declared is not None:
             # The server already refused a malformed Content-Length and never delivers more.
             if int(declared) > limit:
-                await self.refuse(scope, send, limit)
+                await self.refuse(scope, headers, send, limit)
             else:
                 await self.app(scope, receive, send)
             return
@@ -216,7 +218,7 @@ class BodyLimit:
                 break
             size += len(message.get("body", b""))
             if size > limit:
-                await self.refuse(scope, send, limit)
+                await self.refuse(scope, headers, send, limit)
                 return
             if not message.get("more_body"):
                 break
@@ -227,8 +229,8 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def refuse(self, scope: Scope, send: Send, limit: int) -> None:
-        supplied = dict(scope["headers"]).get(CORRELATION_HEADER.encode(), b"").decode("latin-1")
+    async def refuse(self, scope: Scope, headers: dict[bytes, bytes], send: Send, limit: int) -> None:
+        supplied = headers.get(CORRELATION_HEADER.encode(), b"").decode("latin-1")
         correlation_id = accepted_correlation_id(supplied)
         body = error_bytes(413, f"Request body is larger than {limit} bytes", scope["path"], correlation_id)
         await send(

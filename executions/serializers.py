@@ -94,10 +94,11 @@ class StepListSerializer(serializers.ListSerializer):
         held = self.held_steps()
         run_state = [name for name, field in cast(serializers.Serializer, self.child).fields.items() if field.read_only]
         for item in data:
-            step = step_class(data=item, context=self.context)
             if isinstance(item, dict) and (changed := server_value_errors(item, held(item.get("index")), run_state)):
                 errors.append(changed)
-            elif step.is_valid():
+                continue
+            step = step_class(data=item, context=self.context)
+            if step.is_valid():
                 validated.append(dict(step.validated_data))
                 errors.append({})
             else:

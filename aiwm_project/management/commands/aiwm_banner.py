@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 
-def port_number(value: str) -> int:
-    """A TCP port, 1-65535 (argparse reports anything else as a usage error)."""
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port (1-65535)")
-    return int(value)
+def int_in_range(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An argparse type: ASCII digits naming an integer from `low` to `high` (argparse reports
+    anything else as a usage error, "'70000' is not a port (1-65535)")."""
+
+    def parse(value: str) -> int:
+        if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {what} ({low}-{high})")
+        return int(value)
+
+    return parse
+
+
+# A TCP port, 1-65535.
+port_number = int_in_range(1, 65535, "a port")
 
 
 class Command(BaseCommand):

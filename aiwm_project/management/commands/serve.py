@@ -3,7 +3,6 @@ production run it - uvicorn configured by aiwm_project.server, with its limits a
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import uvicorn
@@ -11,14 +10,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from uvicorn.supervisors import Multiprocess
 
-from aiwm_project.management.commands.aiwm_banner import port_number
+from aiwm_project.management.commands.aiwm_banner import int_in_range, port_number
 from aiwm_project.server import uvicorn_config
 
-
-def worker_count(value: str) -> int:
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 64:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a worker count (1-64)")
-    return int(value)
+worker_count = int_in_range(1, 64, "a worker count")
 
 
 class Command(BaseCommand):
