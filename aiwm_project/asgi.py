@@ -4,22 +4,23 @@ WebSocket at /ws/node, on one port."""
 import gc
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aiwm_project.settings")
-
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # what get_asgi_application() does before building its handler
 
 import socketio  # noqa: E402  (Django must be set up before the apps' modules are imported)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from aiwm_project.background import start_background_work_once  # noqa: E402
+from aiwm_project.http_handler import PooledHTTPHandler  # noqa: E402
 from aiwm_project.server import BodyLimit  # noqa: E402
 from gateway.routing import websocket_urlpatterns  # noqa: E402
 from gateway.socketio_app import sio  # noqa: E402
 
-channels_app = ProtocolTypeRouter({"http": django_asgi_app, "websocket": URLRouter(websocket_urlpatterns)})
+django_http_app = PooledHTTPHandler(threads=settings.HTTP_WORKER_THREADS)
+channels_app = ProtocolTypeRouter({"http": django_http_app, "websocket": URLRouter(websocket_urlpatterns)})
 # Oversized bodies are refused before anything below buffers them (aiwm_project.server).
 served_app = BodyLimit(socketio.ASGIApp(sio, other_asgi_app=channels_app, socketio_path="socket.io"))
 

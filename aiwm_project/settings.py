@@ -137,6 +137,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # "database is locked" when another writer got there first; an IMMEDIATE one takes the write
     # lock up front and waits for it (up to `timeout` seconds) like PostgreSQL would.
     DATABASES["default"].setdefault("OPTIONS", {}).update(transaction_mode="IMMEDIATE", timeout=20)
+# Threads that handle HTTP requests (aiwm_project.http_handler): each holds at most one database
+# connection, so by default as many as the pool lends; more would only wait for a connection.
+_pool = DATABASES["default"].get("OPTIONS", {}).get("pool")
+HTTP_WORKER_THREADS = env.int("HTTP_WORKER_THREADS", default=_pool["max_size"] if _pool else 10)
 if env.str("AIWM_TEST_DB_NAME", default=""):
     # Lets several test runs share one PostgreSQL server without clobbering each other's test DB.
     DATABASES["default"]["TEST"] = {"NAME": env.str("AIWM_TEST_DB_NAME")}

@@ -80,7 +80,7 @@ def profile(args: argparse.Namespace, var_dir: str) -> None:
         for _ in range(n):
             client.get(BENCH_PATH, HTTP_AUTHORIZATION=f"Bearer {token}")
         profiler.disable()
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.top)
+        pstats.Stats(profiler).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats(args.top)
 
     run("service")
     with override_settings(ROOT_URLCONF="bench.bare_urls"):

@@ -188,15 +188,22 @@ class PopulatedField(serializers.Field):
         return instance
 
     def to_representation(self, instance: Any) -> dict[str, Any] | None:
-        loader = self.context.get("loader")
+        return self.represent(instance, self.context)
+
+    def represent(self, instance: Any, context: dict[str, Any]) -> dict[str, Any] | None:
+        """The referenced record, with the request's `context` given rather than read from the
+        field's parent: EntitySerializer shares this field between requests (its read plan)."""
+        loader = context.get("loader")
         if loader is None:  # outside a view (shell, admin, tests): the row's own organization
-            loader = self.context["loader"] = RelatedLoader(instance.owner_org_id)
+            loader = context["loader"] = RelatedLoader(instance.owner_org_id)
         record = loader.get(self.model_label, getattr(instance, self.reference_field) or "")
         if record is None:
             return None
-        if "_nested" not in self.__dict__:  # one nested serializer, reused for every row of a list
-            self._nested = self.serializer_class(context=self.context)
-        return self._nested.to_representation(record)
+        key = f"populated:{self.field_name}"  # one nested serializer per request, for every row of a list
+        nested = context.get(key)
+        if nested is None:
+            nested = context[key] = self.serializer_class(context=context)
+        return nested.to_representation(record)
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         return {}
@@ -214,6 +221,9 @@ class EntitySerializer(serializers.ModelSerializer):
 
     owner = OwnerField()
     live_fields: tuple[str, ...] = ()
+    # Set per class by read_plan(): the shared output fields; output name -> model attribute.
+    _read_plan: list[serializers.Field]
+    _column_sources: dict[str, str]
 
     serializer_field_mapping = {
         **serializers.ModelSerializer.serializer_field_mapping,
@@ -251,6 +261,49 @@ class EntitySerializer(serializers.ModelSerializer):
                 field.source = name
             renamed[api_name] = field
         return renamed
+
+    @classmethod
+    def read_plan(cls) -> list[serializers.Field]:
+        """The class's output fields, built and bound once per class. DRF builds every field of a
+        serializer again for each instance, which was a third of a node-list request's CPU
+        (BENCHMARKS.md, "Node list against the machine's limit"). The fields are shared between
+        requests and threads, so their output may depend on nothing but the row: the one field
+        that reads the request (PopulatedField) is handed the request's context instead."""
+        plan: list[serializers.Field] | None = cls.__dict__.get("_read_plan")
+        if plan is None:
+            plan = [field for field in cls(context={}).fields.values() if not field.write_only]
+            cls._read_plan = plan
+            # A field that is a column of the model reads the row's attribute directly; DRF's
+            # generic lookup (callables, mappings, dotted sources) is for the others.
+            columns = {f.attname for f in cls.Meta.model._meta.concrete_fields}
+            cls._column_sources = {
+                str(field.field_name): str(field.source)
+                for field in plan
+                if field.source in columns and not isinstance(field, PopulatedField)
+            }
+        return plan
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        # DRF's Serializer.to_representation over the shared read plan instead of `self.fields`.
+        context = self.context
+        plan = self.read_plan()
+        columns = self._column_sources if isinstance(instance, self.Meta.model) else {}
+        data: dict[str, Any] = {}
+        for field in plan:
+            name = str(field.field_name)
+            if name in columns:
+                attribute = getattr(instance, columns[name])
+            elif isinstance(field, PopulatedField):
+                if field.is_wanted(context):
+                    data[name] = field.represent(instance, context)
+                continue
+            else:
+                try:
+                    attribute = field.get_attribute(instance)
+                except SkipField:
+                    continue
+            data[name] = None if attribute is None else field.to_representation(attribute)
+        return data
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, Mapping):

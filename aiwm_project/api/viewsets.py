@@ -121,7 +121,7 @@ class EntityViewSet(viewsets.ModelViewSet):
         serializer = self.get_serializer(page, many=True)
         # Load every populated reference of the page in one query per referenced model.
         loader: RelatedLoader = serializer.context["loader"]
-        for field in serializer.child.fields.values():  # type: ignore[attr-defined]
+        for field in serializer.child.read_plan():  # type: ignore[attr-defined]
             if isinstance(field, PopulatedField) and field.is_wanted(serializer.context):
                 loader.prime(field.model_label, {getattr(row, field.reference_field) for row in page})
         return self.get_paginated_response(serializer.data)
