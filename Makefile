@@ -69,6 +69,7 @@ bench-list: $(STAMP)
 # Every benchmark at tiny sizes, figures not judged (about a minute; PostgreSQL and Redis).
 bench-smoke: $(STAMP)
 	$(PY) bench/node_list.py --smoke
+	$(PY) bench/embedded_mix.py --smoke
 	$(PY) bench/node_swarm.py --smoke
 	$(PY) bench/dispatch.py --smoke
 

@@ -10,9 +10,13 @@ the event loop, then the whole request — signals, middleware, view, closing �
 from the event loop. The pool also bounds the requests in flight: past it they queue here instead
 of each waiting on a thread of its own for a database connection.
 
+A request that may hold its thread for minutes — `?wait=SECONDS` on a deployment's start or stop
+waits for the workflow — would take a pool thread from every other request for that long: such
+requests go to Django's ASGIHandler, a thread each, as before.
+
 What is not kept from ASGIHandler: a sync view cannot be interrupted, so a client that disconnects
 mid-request is noticed when the response is written (the server drops it), not by cancelling.
-A future async view (a Server-Sent Events stream) needs Django's ASGIHandler: route its path there.
+A future async view (a Server-Sent Events stream) needs Django's ASGIHandler too: route it there.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import parse_qs
 
 from django.core import signals
 from django.core.exceptions import RequestAborted
@@ -35,10 +40,14 @@ class PooledHTTPHandler(ASGIHandler):
         BaseHandler.__init__(self)
         self.load_middleware(is_async=False)  # the plain synchronous chain, as under WSGI
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="http")
+        self.thread_per_request = ASGIHandler()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        if waits(scope):
+            await self.thread_per_request(scope, receive, send)
+            return
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
@@ -72,3 +81,12 @@ class PooledHTTPHandler(ASGIHandler):
             # database connection back) rather than with another hop after the response is sent.
             response.close()
         return response
+
+
+def waits(scope: dict[str, Any]) -> bool:
+    """Whether the request asks to be answered only after a wait (`?wait=` other than 0)."""
+    query = scope.get("query_string", b"")
+    if b"wait" not in query:
+        return False
+    values = parse_qs(query.decode("latin-1")).get("wait", [])
+    return any(value.strip("0") for value in values)

@@ -136,11 +136,21 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # flush, the sweep). A deferred transaction that reads then writes fails at once with
     # "database is locked" when another writer got there first; an IMMEDIATE one takes the write
     # lock up front and waits for it (up to `timeout` seconds) like PostgreSQL would.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(transaction_mode="IMMEDIATE", timeout=20)
-# Threads that handle HTTP requests (aiwm_project.http_handler): each holds at most one database
-# connection, so by default as many as the pool lends; more would only wait for a connection.
+    # Write-ahead logging: readers neither block the writer nor wait for it (in the default rollback
+    # journal a commit waits for every reader to finish, and readers wait out SQLite's busy sleeps
+    # of up to 100 ms). synchronous stays FULL: a commit that was acknowledged survives a power cut.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        transaction_mode="IMMEDIATE", timeout=20, init_command="PRAGMA journal_mode=WAL"
+    )
+# Threads that handle HTTP requests (aiwm_project.http_handler). On PostgreSQL each holds at most
+# one connection, so by default as many as the pool lends; more would only wait for a connection.
+# SQLite has one writer at a time: ten threads under 20 clients of mixed lists and creates meant
+# writers waiting out SQLite's busy sleeps (create p99 ~1 s); two keep one request's commit (its
+# fsync, without the GIL) overlapping the next one's work, and the rest queue in order on the event
+# loop (p99 ~230 ms; bench/embedded_mix.py, BENCHMARKS.md).
 _pool = DATABASES["default"].get("OPTIONS", {}).get("pool")
-HTTP_WORKER_THREADS = env.int("HTTP_WORKER_THREADS", default=_pool["max_size"] if _pool else 10)
+_default_threads = _pool["max_size"] if _pool else 2 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 10
+HTTP_WORKER_THREADS = env.int("HTTP_WORKER_THREADS", default=_default_threads)
 if env.str("AIWM_TEST_DB_NAME", default=""):
     # Lets several test runs share one PostgreSQL server without clobbering each other's test DB.
     DATABASES["default"]["TEST"] = {"NAME": env.str("AIWM_TEST_DB_NAME")}

@@ -42,7 +42,7 @@ def redis_server() -> str:
 
 
 def run_smoke(script: str, *args: str) -> None:
-    command = [sys.executable, str(REPO / "bench" / script), "--smoke", "--pg", postgres_server(), *args]
+    command = [sys.executable, str(REPO / "bench" / script), "--smoke", *args]
     try:
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:
@@ -55,16 +55,21 @@ def run_smoke(script: str, *args: str) -> None:
 
 @pytest.mark.postgres
 def test_node_list_smoke() -> None:
-    run_smoke("node_list.py")
+    run_smoke("node_list.py", "--pg", postgres_server())
 
 
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_node_swarm_smoke() -> None:
-    run_smoke("node_swarm.py", "--redis", redis_server())
+    run_smoke("node_swarm.py", "--pg", postgres_server(), "--redis", redis_server())
 
 
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_dispatch_smoke() -> None:
-    run_smoke("dispatch.py", "--redis", redis_server())
+    run_smoke("dispatch.py", "--pg", postgres_server(), "--redis", redis_server())
+
+
+def test_embedded_mix_smoke() -> None:
+    """The embedded default's benchmark: SQLite and no Redis, so it runs in every pass."""
+    run_smoke("embedded_mix.py")

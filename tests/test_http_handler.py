@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from django.core import signals
 
-from aiwm_project.http_handler import PooledHTTPHandler
+from aiwm_project.http_handler import PooledHTTPHandler, waits
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def scope(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
+def scope(path: str, headers: list[tuple[bytes, bytes]] | None = None, query: bytes = b"") -> dict[str, Any]:
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -25,7 +25,7 @@ def scope(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict[s
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query,
         "root_path": "",
         "headers": [(b"host", b"testserver"), *(headers or [])],
         "client": ("127.0.0.1", 50000),
@@ -35,10 +35,14 @@ def scope(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict[s
 
 async def call(handler: PooledHTTPHandler, request_scope: dict[str, Any], disconnect: bool = False) -> dict[str, Any]:
     sent: list[dict[str, Any]] = []
+    received: list[bool] = []
 
     async def receive() -> dict[str, Any]:
         if disconnect:
             return {"type": "http.disconnect"}
+        if received:  # as a server does: after the body, nothing until the client goes away
+            await asyncio.Event().wait()
+        received.append(True)
         return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
@@ -113,3 +117,23 @@ def test_a_client_gone_before_its_body_arrived_runs_nothing() -> None:
         signals.request_started.disconnect(on_started)
         handler.executor.shutdown()
     assert started == []
+
+
+def test_a_request_that_waits_gets_a_thread_of_its_own_and_the_pool_stays_free() -> None:
+    """`?wait=` (a deployment's start/stop waiting for its workflow) may hold a thread for minutes:
+    it must not take one of the pool's, and it is served even when every pool thread is busy."""
+    handler = PooledHTTPHandler(threads=1)
+    release = threading.Event()
+    handler.executor.submit(release.wait, 30)  # the pool's only thread, busy
+    try:
+
+        async def waiting_request() -> dict[str, Any]:
+            return await asyncio.wait_for(call(handler, scope("/api/health", query=b"x=1&wait=5")), 20)
+
+        answer = asyncio.run(waiting_request())
+    finally:
+        release.set()
+        handler.executor.shutdown()
+    assert answer["status"] == 200
+    assert waits(scope("/", query=b"wait=0")) is False and waits(scope("/", query=b"wait=")) is False
+    assert waits(scope("/", query=b"waiting=1")) is False and waits(scope("/", query=b"wait=30")) is True

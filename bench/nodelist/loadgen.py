@@ -29,7 +29,7 @@ REQUEST_TIMEOUT_S = 30.0
 CLIENT_ERRORS = (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError)
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split()[1])
@@ -76,7 +76,7 @@ async def _client(
             t0 = time.perf_counter()
             try:
                 writer.write(request)
-                status, close = await asyncio.wait_for(_read_response(reader), REQUEST_TIMEOUT_S)
+                status, close = await asyncio.wait_for(read_response(reader), REQUEST_TIMEOUT_S)
                 kind = f"HTTP {status}"
             except CLIENT_ERRORS as exc:
                 status, close, kind = -1, True, type(exc).__name__
