@@ -72,6 +72,7 @@ bench-smoke: $(STAMP)
 	$(PY) bench/embedded_mix.py --smoke
 	$(PY) bench/node_swarm.py --smoke
 	$(PY) bench/dispatch.py --smoke
+	$(PY) bench/fleet.py --smoke
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

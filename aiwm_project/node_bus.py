@@ -88,9 +88,19 @@ def close_connection(connection_id: str, payload: dict[str, Any]) -> None:
     _send(room, socketio_wanted, plain_wanted, "error", payload, close=True)
 
 
+def _held_here(room: str) -> bool:
+    """Whether `room` is a Socket.IO sid connected to this process's server."""
+    sio = _local["sio"]
+    return sio is not None and sio.manager.is_connected(room, NAMESPACE)
+
+
 def _send(room: str, to_socketio: bool, to_plain: bool, event: str, payload: dict[str, Any], *, close: bool) -> None:
     channel_message = {"type": "node.close" if close else "node.deliver", "payload": payload}
-    if settings.REDIS_URL:
+    # A command for a socket this process holds (the common case: a step's command is created
+    # where its dependency's result arrived, on the same daemon's process with one web process)
+    # is emitted here, not round-tripped through Redis pub/sub to this same process's listener.
+    local_sid = settings.REDIS_URL and to_socketio and not to_plain and not close and _held_here(room)
+    if settings.REDIS_URL and not local_sid:
         try:
             if to_socketio:
                 emitter = _redis_emitter(settings.REDIS_URL, settings.AIWM_SOCKETIO_CHANNEL)
@@ -131,7 +141,8 @@ async def _deliver_here(
 ) -> None:
     try:
         if to_socketio:
-            await _local["sio"].emit(event, payload, room=room, namespace=NAMESPACE)
+            # ignore_queue: with a Redis manager, to this process's sockets only (no PUBLISH).
+            await _local["sio"].emit(event, payload, room=room, namespace=NAMESPACE, ignore_queue=True)
             if close:
                 await _local["sio"].disconnect(room, namespace=NAMESPACE)
         if to_plain:

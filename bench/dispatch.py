@@ -1,7 +1,7 @@
 """Execution dispatch: per-step overhead and steps/s of the engine against daemons that answer at once.
 
     .venv/bin/python bench/dispatch.py [--executions 200] [--shape chain,fanout] [--start paced,burst]
-        [--rate 10] [--nodes 20] [--server daphne|uvicorn|daphne,uvicorn] [--web-processes 1|2|1,2]
+        [--rate 10] [--nodes 20] [--server serve|daphne|uvicorn|serve,daphne] [--web-processes 1|2|1,2]
         [--keep-db] [--trace]
     .venv/bin/python bench/dispatch.py --smoke    # seconds: every step and check, the figures not judged
 
@@ -24,11 +24,13 @@ What it does, in order:
    the node bus (aiwm_project.node_bus) does (from a worker thread through a write-only `socketio.RedisManager`, so
    Redis pub/sub and the server's AsyncRedisManager listener carry it: "echo-redis"). One message
    at a time, `--baseline-gap-ms` apart;
-4. per server kind (daphne by default, `make run`'s command; uvicorn as bench/node_swarm.py runs it)
+4. per server kind (`serve` by default: `manage.py serve`, `make run`'s command; daphne; plain uvicorn;
+   `--trace`/`--profile` run the instrumented service on plain uvicorn where `serve` was asked, since
+   `serve` hosts only the service's own application, and so do the echo baselines of `serve`)
    and per web process count N of `--web-processes` (default 1; `1,2` runs both, one after the
    other, in the same run) starts the production topology: N ASGI server processes of that kind on
    N ports serving `aiwm_project.asgi:application` with the same DATABASE_URL, REDIS_URL, Socket.IO
-   channel and secrets (ARCHITECTURE.md's "N daphne processes behind a load balancer"), one Celery
+   channel and secrets (ARCHITECTURE.md's "N web processes behind a load balancer"), one Celery
    worker (`--pool solo`) and one Celery beat (the periodic sweep, every
    AIWM_SWEEP_INTERVAL_SECONDS), and the daemons: `--nodes` python-socketio AsyncClients (websocket
    transport) in `--daemon-procs` OS processes, node j connected to web process j mod N (sticky
@@ -140,6 +142,9 @@ SMOKE = {
     "warmup": 1,
     "baseline_samples": 10,
     "web_processes": "2",
+    # daphne: the profile statistics are dumped at exit, which a SIGTERMed plain uvicorn (what the
+    # traced service runs on in place of serve) did not get to in the smoke's short run.
+    "server": "daphne",
     "trace": True,
     "profile": True,
     "db": "aiwm_smoke_dispatch",
@@ -156,7 +161,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--burst-concurrency", type=int, default=10, help="burst: start requests in flight")
     parser.add_argument("--nodes", type=int, default=20, help="simulated daemons (nodes)")
     parser.add_argument("--daemon-procs", type=int, default=1, help="OS processes the daemons are spread over")
-    parser.add_argument("--server", default="daphne", help="daphne, uvicorn, or both (comma-separated)")
+    parser.add_argument(
+        "--server", default="serve", help="serve (make run's server), daphne, uvicorn, or several (comma-separated)"
+    )
     parser.add_argument(
         "--web-processes",
         default="1",
@@ -188,8 +195,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--shape: chain, fanout or chain,fanout")
     if not args.modes or any(m not in ("paced", "burst") for m in args.modes):
         parser.error("--start: paced, burst or paced,burst")
-    if not args.servers or any(s not in ("daphne", "uvicorn") for s in args.servers):
-        parser.error("--server: daphne, uvicorn or daphne,uvicorn")
+    if not args.servers or any(s not in ("serve", "daphne", "uvicorn") for s in args.servers):
+        parser.error("--server: serve, daphne, uvicorn, comma-separated")
     if not args.webs or any(not 1 <= w <= 8 for w in args.webs) or len(set(args.webs)) != len(args.webs):
         parser.error("--web-processes: counts 1..8, comma-separated (1,2), each once")
     if any(b not in ("redis", "echo", "echo-redis") for b in args.baseline_kinds):

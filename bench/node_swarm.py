@@ -1,6 +1,6 @@
 """Node swarm: N simulated daemons against the real gateway and a minimal Socket.IO echo server.
 
-    .venv/bin/python bench/node_swarm.py [--nodes 2000] [--duration S] [--server daphne|uvicorn|daphne,uvicorn]
+    .venv/bin/python bench/node_swarm.py [--nodes 2000] [--duration S] [--server serve|daphne|uvicorn|serve,daphne]
     .venv/bin/python bench/node_swarm.py --smoke    # seconds: every step and check, the figures not judged
 
 What it does, in order:
@@ -12,8 +12,9 @@ What it does, in order:
    (`aiwm_swarm`); everything is dropped at the end unless `--keep-db`;
 2. picks an empty Redis database (the highest of 1..13: the test suite uses 14 and 15) and flushes it
    before each run and at the end;
-3. for each ASGI server (daphne, uvicorn), runs two targets one after the other in ONE server
-   process each, with the same server flags: the real service (`aiwm_project.asgi:application`,
+3. for each ASGI server (`serve` by default: `manage.py serve`; daphne; plain uvicorn; the echo
+   baseline of `serve` runs on plain uvicorn, which `serve` configures), runs two targets one
+   after the other in ONE server process each, with the same server flags: the real service (`aiwm_project.asgi:application`,
    PostgreSQL and Redis configured) and the baseline `bench/echo_server.py` (python-socketio only);
 4. per run: warms the server up with a few daemons (connect, register, telemetry, disconnect),
    reads its idle RSS, then lets the swarm (separate OS processes, python-socketio AsyncClient over
@@ -39,7 +40,7 @@ round trip through the transport and the event loop; the service acknowledges af
 
 This file is the command line and the order of the steps; the steps are in bench/swarm/ (the
 swarm's processes, one run, the report) and bench/harness/ (what every benchmark shares).
-`--smoke` runs 20 nodes on daphne for a 3 s window; it judges the checks (every node up and
+`--smoke` runs 20 nodes on `serve` for a 3 s window; it judges the checks (every node up and
 staying, telemetry acknowledged, every sampled heartbeat in the database, what the service wrote)
 and not the goals, and also exercises every variant of bench/swarm_experiments.py.
 """
@@ -84,7 +85,7 @@ SMOKE = {
     "nodes": 20,
     "duration": 3.0,
     "settle": 0.5,
-    "server": "daphne",
+    "server": "serve",
     "swarm_procs": 1,
     "ramp_concurrency": 10,
     "sample": 10,
@@ -98,7 +99,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--nodes", type=int, default=2000, help="simulated daemons")
     parser.add_argument("--duration", type=float, default=60.0, help="steady window, seconds per run")
     parser.add_argument("--settle", type=float, default=6.0, help="seconds between the last register and the window")
-    parser.add_argument("--server", default="daphne,uvicorn", help="daphne, uvicorn, or both (comma-separated)")
+    parser.add_argument(
+        "--server", default="serve", help="serve (make run's server), daphne, uvicorn, or several (comma-separated)"
+    )
     parser.add_argument("--targets", default="echo,service", help="echo, service, or both (comma-separated)")
     parser.add_argument("--swarm-procs", type=int, default=2, help="OS processes the daemons are spread over")
     parser.add_argument("--ramp-concurrency", type=int, default=100, help="connects in flight (all processes)")
@@ -124,11 +127,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="experiment: an environment variable for the service's server (repeatable)",
     )
-    add_smoke_flag(parser, argv, SMOKE, "20 nodes, daphne, a 3 s window")
+    add_smoke_flag(parser, argv, SMOKE, "20 nodes, serve, a 3 s window")
     args = parser.parse_args(argv)
     args.servers = [s.strip() for s in args.server.split(",") if s.strip()]
-    if not args.servers or any(s not in ("daphne", "uvicorn") for s in args.servers):
-        parser.error("--server: daphne, uvicorn or daphne,uvicorn")
+    if not args.servers or any(s not in ("serve", "daphne", "uvicorn") for s in args.servers):
+        parser.error("--server: serve, daphne, uvicorn, comma-separated")
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if not args.targets or any(t not in ("echo", "service") for t in args.targets):
         parser.error("--targets: echo, service or echo,service")

@@ -114,9 +114,10 @@ Reply = tuple[str, dict[str, Any]]
 # session still sends is refused the same way, by two checks:
 # - a flag on the connection (no query), set at once when the superseding connection reached
 #   this process, or when the close arrives; buffered telemetry relies on it (and on the close);
-# - for every applied message of a transport's connection (`current_only`), a read of the node
-#   row inside the transaction that applies it: a supersede the flag has not seen yet (another
-#   process, a lost close) or a deleted node refuses the message before it changes anything.
+# - for every applied message of a transport's connection (`current_only`), a check of the node
+#   row inside the transaction that applies it (folded into the ledger's INSERT, one statement):
+#   a supersede the flag has not seen yet (another process, a lost close) or a deleted node
+#   refuses the message before it changes anything.
 
 SUPERSEDED_MESSAGE = "another connection authenticated for this node; this one is closed"
 NODE_DELETED_MESSAGE = "this node was deleted; the connection is closed"
@@ -326,16 +327,21 @@ def apply_message(conn: Connection, message: dict[str, Any]) -> list[Reply]:
     handler = HANDLERS[message["type"]]
     try:
         with transaction.atomic():
-            if conn.current_only:
-                _check_current(conn)
+            if conn.ended is not None:
+                _check_current(conn)  # known to be over: refused without a query
             # The ledger row and the effect commit together: a duplicate messageId finds the
-            # row and is skipped; a failed effect rolls the row back so a retry is applied.
+            # row and is skipped; a failed effect rolls the row back so a retry is applied. For a
+            # transport's connection the row is written only while it is the node's current
+            # session (the same statement checks it).
             if not services.inbound_message_record(
                 org_id=conn.identity.org_id,
                 node_id=conn.identity.node_id,
                 message_id=message["messageId"],
                 type=message["type"],
+                session=(conn.identity.node_pk, conn.connection_id) if conn.current_only else None,
             ):
+                if conn.current_only:
+                    _check_current(conn)  # not written: not the current session (raises), or a duplicate
                 logger.info("duplicate %s %s from %s ignored", message["type"], message["messageId"], conn.identity)
                 return []
             return handler(conn, message)

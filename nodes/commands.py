@@ -71,8 +71,14 @@ def send_command(
     metadata.setdefault("priority", CommandPriority.NORMAL.value)
     if metadata["priority"] not in CommandPriority.values:
         raise ValidationFailed([f"metadata.priority: must be one of: {', '.join(CommandPriority.values)}"])
-    if not Node.objects.for_org(org_id).filter(node_id=node_id).exists():
+    # The node's connection, read with the existence check: the delivery after commit then needs
+    # no read of its own while the node stays on it (`_hand_over`).
+    node = (
+        Node.objects.for_org(org_id).filter(node_id=node_id).values_list("connection_id", "websocket_connected").first()
+    )
+    if node is None:
         raise NotFoundError(f"Node with ID {node_id} not found")
+    connection_id = node[0] if node[1] else None
     command = NodeCommand.objects.create(
         owner_org_id=org_id,
         node_id=node_id,
@@ -84,40 +90,62 @@ def send_command(
         created_by=actor_id,
     )
     # After the caller's transaction commits (at once outside one): a rolled-back command never goes out.
-    transaction.on_commit(lambda: deliver_command(command_pk=command.pk, command=command))
+    transaction.on_commit(
+        lambda: deliver_command(command_pk=command.pk, command=command, connection_hint=connection_id)
+    )
     return command
 
 
-def deliver_command(*, command_pk: str, command: NodeCommand | None = None) -> bool:
+def deliver_command(*, command_pk: str, command: NodeCommand | None = None, connection_hint: str | None = None) -> bool:
     """Hand a queued command to the transports if its node is connected (queued -> sent, a CAS).
 
     `command` spares a read when the caller holds the row it just stored; the CAS decides anyway.
+    `connection_hint`: the node's connection as the caller last read it (see `_hand_over`).
     """
     command = command or NodeCommand.objects.filter(pk=command_pk).first()
     if command is None or command.status != CommandStatus.QUEUED:
         return False
-    return _hand_over(command, still={"status": CommandStatus.QUEUED})
+    return _hand_over(command, still={"status": CommandStatus.QUEUED}, connection_hint=connection_hint)
 
 
-def _hand_over(command: NodeCommand, *, still: dict[str, Any]) -> bool:
+def _hand_over(command: NodeCommand, *, still: dict[str, Any], connection_hint: str | None = None) -> bool:
     """Mark the command sent (a CAS on `still`, the state it was read in) and hand it to the
     transport of its node's current connection. False when the node is not connected (it goes out
     in the next register's pendingCommands) or someone else (a register, another worker) sent it
-    meanwhile."""
+    meanwhile.
+
+    With `connection_hint` the CAS itself checks that this is still the node's connection, so the
+    common case (the node is connected as it was when the command was stored) is one statement;
+    otherwise, or when that CAS changed nothing, the node's connection is read first.
+    """
+    if connection_hint and _mark_sent(command, still, connection_id=connection_hint):
+        _publish(command, connection_hint)
+        return True
     connection_id = (
         _connected_nodes(command.owner_org_id, command.node_id).values_list("connection_id", flat=True).first()
     )
-    if connection_id is None:
+    if connection_id is None or not _mark_sent(command, still):
         return False
+    _publish(command, connection_id)
+    return True
+
+
+def _mark_sent(command: NodeCommand, still: dict[str, Any], *, connection_id: str | None = None) -> bool:
+    """The CAS to sent; with `connection_id`, only while that is the node's connected session."""
+    rows = NodeCommand.objects.filter(pk=command.pk, **still)
+    if connection_id is not None:
+        rows = rows.filter(
+            Exists(_connected_nodes(command.owner_org_id, command.node_id).filter(connection_id=connection_id))
+        )
     now = timezone.now()
-    marked = NodeCommand.objects.filter(pk=command.pk, **still).update(
-        status=CommandStatus.SENT, sent_at=now, updated_at=now, attempts=F("attempts") + 1
-    )
-    if not marked:
+    if not rows.update(status=CommandStatus.SENT, sent_at=now, updated_at=now, attempts=F("attempts") + 1):
         return False
     command.sent_at = now
-    node_bus.publish(command.owner_org_id, command.node_id, command.type, command_envelope(command), connection_id)
     return True
+
+
+def _publish(command: NodeCommand, connection_id: str) -> None:
+    node_bus.publish(command.owner_org_id, command.node_id, command.type, command_envelope(command), connection_id)
 
 
 def _connected_nodes(org_id: Any, node_id: Any) -> Any:
@@ -144,19 +172,45 @@ def commands_pending_for(*, org_id: str, node_id: str) -> list[dict[str, Any]]:
     return [command_envelope(row) for row in rows]
 
 
+def _message_id(original_message_id: Any) -> str:
+    if not isinstance(original_message_id, str) or not original_message_id:
+        raise ValidationFailed(["data.originalMessageId: required"])
+    return original_message_id
+
+
 def command_answered(*, org_id: str, node_id: str, original_message_id: Any) -> NodeCommand:
     """The node's command that a `command.ack` or `command.result` answers (by its messageId).
 
     400 without an id; 404 for an unknown id or another node's command (the same answer, so
     nothing leaks across nodes).
     """
-    message_id = original_message_id
-    if not isinstance(message_id, str) or not message_id:
-        raise ValidationFailed(["data.originalMessageId: required"])
+    message_id = _message_id(original_message_id)
     command = NodeCommand.objects.for_org(org_id).filter(node_id=node_id, message_id=message_id).first()
     if command is None:
         raise NotFoundError(f"command {message_id[:64]!r} not found for this node")
     return command
+
+
+def command_acknowledged(*, org_id: str, node_id: str, original_message_id: Any, message_id: str = "") -> bool:
+    """`command.ack`: queued/sent -> acknowledged (a CAS; a late ack after the result changes nothing).
+    Returns whether the command changed.
+
+    An ack moves only the command: a step waits for its result, and its timeout covers an ack
+    that never comes, so the execution is not touched (nor locked) here. One UPDATE names the
+    command by this node's id for it, so nothing is read first; only an ack that changed nothing
+    reads the row, to tell an unknown command (404) from a late ack (ignored).
+    """
+    original = _message_id(original_message_id)
+    now = timezone.now()
+    changed = (
+        NodeCommand.objects.for_org(org_id)
+        .filter(node_id=node_id, message_id=original, status__in=UNACKNOWLEDGED_COMMAND_STATUSES)
+        .update(status=CommandStatus.ACKNOWLEDGED, acknowledged_at=now, updated_at=now)
+    )
+    if not changed:
+        command = command_answered(org_id=org_id, node_id=node_id, original_message_id=original)
+        logger.info("command.ack %s for %s command %s ignored", message_id, command.status, command.message_id)
+    return bool(changed)
 
 
 def _applied(command: NodeCommand, changes: dict[str, Any], changed: int) -> NodeCommand:
@@ -167,21 +221,6 @@ def _applied(command: NodeCommand, changes: dict[str, Any], changed: int) -> Nod
     else:
         command.refresh_from_db()
     return command
-
-
-def command_acknowledged(*, org_id: str, node_id: str, original_message_id: Any, message_id: str = "") -> NodeCommand:
-    """`command.ack`: queued/sent -> acknowledged (a CAS; a late ack after the result changes nothing).
-
-    An ack moves only the command: a step waits for its result, and its timeout covers an ack
-    that never comes, so the execution is not touched (nor locked) here.
-    """
-    command = command_answered(org_id=org_id, node_id=node_id, original_message_id=original_message_id)
-    now = timezone.now()
-    changes = {"status": CommandStatus.ACKNOWLEDGED, "acknowledged_at": now, "updated_at": now}
-    changed = NodeCommand.objects.filter(pk=command.pk, status__in=UNACKNOWLEDGED_COMMAND_STATUSES).update(**changes)
-    if not changed:
-        logger.info("command.ack %s for command %s ignored: not waiting for one", message_id, command.message_id)
-    return _applied(command, changes, changed)
 
 
 def command_apply_result(*, command: NodeCommand, data: dict[str, Any], message_id: str = "") -> bool:

@@ -195,7 +195,9 @@ def heartbeat_changes(node: Node, data: dict[str, Any], at: datetime) -> dict[st
     return changes
 
 
-def inbound_message_record(*, org_id: str, node_id: str, message_id: str, type: str) -> bool:
+def inbound_message_record(
+    *, org_id: str, node_id: str, message_id: str, type: str, session: tuple[str, str] | None = None
+) -> bool:
     """Record a node message's id in the at-most-once ledger; False when it was already there.
 
     Call inside the transaction that applies the message: the ledger row and the effect commit
@@ -205,18 +207,35 @@ def inbound_message_record(*, org_id: str, node_id: str, message_id: str, type: 
     create in a savepoint that catches the IntegrityError: one statement instead of three, on
     the path of every acknowledged and answered command (BENCHMARKS.md "Execution dispatch").
     A concurrent duplicate waits on the unique index until the first commits, then inserts nothing.
+
+    With `session` (node pk, connection id) the row is written only while that connection is
+    the node's current session and the node is not deleted, in the same statement: False then
+    also means "not current", which the caller tells apart by reading the node row (the rare case).
     """
-    meta = InboundMessage._meta
+    meta, node_meta = InboundMessage._meta, Node._meta
     quote = connection.ops.quote_name
+
+    def column(model_meta: Any, name: str) -> str:
+        return quote(str(cast(Field, model_meta.get_field(name)).column))
+
     names = ("owner_org_id", "node_id", "message_id", "type", "received_at")
-    columns = [quote(str(cast(Field, meta.get_field(name)).column)) for name in names]
+    columns = [column(meta, name) for name in names]
     unique = ", ".join(columns[:3])
+    received_at = connection.ops.adapt_datetimefield_value(timezone.now())
+    values: list[Any] = [org_id, node_id, message_id, type, received_at]
+    # A WHERE either way: it keeps SQLite from reading ON CONFLICT as part of the SELECT (its
+    # documented parsing ambiguity of INSERT … SELECT … ON CONFLICT).
+    guard = " WHERE TRUE"
+    if session is not None:
+        guard = (
+            f" WHERE EXISTS (SELECT 1 FROM {quote(node_meta.db_table)} WHERE {column(node_meta, 'id')} = %s"
+            f" AND {column(node_meta, 'connection_id')} = %s AND NOT {column(node_meta, 'is_deleted')})"
+        )
+        values += list(session)
     sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(columns)}) VALUES (%s, %s, %s, %s, %s)"
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(columns)}) SELECT %s, %s, %s, %s, %s{guard}"
         f" ON CONFLICT ({unique}) DO NOTHING"
     )
-    received_at = connection.ops.adapt_datetimefield_value(timezone.now())
-    values = [org_id, node_id, message_id, type, received_at]
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
         return cursor.rowcount == 1

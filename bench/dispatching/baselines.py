@@ -32,7 +32,7 @@ from bench.harness.daemon import (
     stdin_reader,
 )
 from bench.harness.processes import Child, Cleanup, LineProcess
-from bench.harness.servers import Server
+from bench.harness.servers import Server, kind_for_app
 
 ECHO_APPS = {
     "echo": "bench.dispatching.echo_apps:echo_application",
@@ -81,7 +81,7 @@ def redis_baseline(url: str, env: dict[str, str], logdir: Path, samples: int, ga
 def echo_baseline(
     kind: str, target: str, env: dict[str, str], logdir: Path, samples: int, gap: float, cleanup: Cleanup
 ) -> Baseline:
-    server = Server(kind, ECHO_APPS[target], env, logdir, target)
+    server = Server(kind_for_app(kind, ECHO_APPS[target]), ECHO_APPS[target], env, logdir, target)
     label = f"server-{target}-{kind}"
     cleanup.add(label, server.stop)
     try:

@@ -22,7 +22,7 @@ from bench.harness.env import REPO
 from bench.harness.processes import Child, Cleanup, LineProcess
 from bench.harness.procfs import cpu_seconds, established, thread_cpu_seconds
 from bench.harness.report import log
-from bench.harness.servers import SERVICE_APP, Server
+from bench.harness.servers import SERVICE_APP, Server, kind_for_app
 
 TRACED_APP = "bench.dispatching.trace:traced_service_application"
 STARTUP_TIMEOUT_S = 90.0
@@ -97,10 +97,10 @@ class ServiceRun:
                 server_env["AIWM_BENCH_PROFILE"] = str(self.profile_paths[-1])
             if args.smoke:
                 server_env["AIWM_BENCH_SQL_SAMPLES"] = "2,3,4"  # a smoke run's few messages
-            server = Server(kind, app, server_env, logdir, f"service-{i}")
+            server = Server(kind_for_app(kind, app), app, server_env, logdir, f"service-{i}")
             # free_port() lets its socket go: two calls can name the same port.
             while any(server.port == other.port for other in self.servers):
-                server = Server(kind, app, server_env, logdir, f"service-{i}")
+                server = Server(kind_for_app(kind, app), app, server_env, logdir, f"service-{i}")
             self.servers.append(server)
         # Sticky load balancing: daemon j stays on web process j mod N for the whole run.
         self.node_web = {node["nodeId"]: j % web for j, node in enumerate(nodes)}

@@ -167,11 +167,11 @@ def install_trace() -> None:
 
         return measured("start", lambda: start_action(self, request, id=id), done)
 
-    def traced_deliver_command(*, command_pk: str, command: Any = None) -> bool:
+    def traced_deliver_command(*, command_pk: str, command: Any = None, connection_hint: str | None = None) -> bool:
         t_in = time.monotonic()
         local.delivered = None
         try:
-            return deliver_command(command_pk=command_pk, command=command)
+            return deliver_command(command_pk=command_pk, command=command, connection_hint=connection_hint)
         finally:
             write("deliver_command", getattr(local, "parent", None), local.delivered, t_in, time.monotonic())
 

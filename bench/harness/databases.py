@@ -56,6 +56,16 @@ def migrate(dsn: str, env: dict[str, str]) -> None:
     )
 
 
+def point_django_at(name: str) -> None:
+    """This process's Django connection, closed, then pointed at another database of the same server
+    (as Django's test runner points it at the test database): how one benchmark seeds several
+    databases through the ORM."""
+    from django.db import connection
+
+    connection.close()
+    connection.settings_dict["NAME"] = name
+
+
 def close_django_connections() -> None:
     """Close this process's Django connections if Django was set up (before its databases are dropped)."""
     with contextlib.suppress(Exception):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench.harness.env import REPO
 from bench.harness.processes import log_tail, stop_group
+from bench.harness.procfs import children, cmdline
 
 HOST = "127.0.0.1"
 SERVICE_APP = "aiwm_project.asgi:application"
@@ -27,20 +28,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def kind_for_app(kind: str, app: str) -> str:
+    """The server kind that runs `app`: "serve" serves only the service's own application, so
+    anything else (an instrumented service, an echo baseline) runs on plain uvicorn, the same
+    server with httptools and uvloop that `serve` configures (without its edge limits)."""
+    return "uvicorn" if kind == "serve" and app != SERVICE_APP else kind
+
+
 class Server:
     """One ASGI server process serving `app` (module:attribute), killed on exit. Kinds: "serve"
     (`make run`'s command; it serves the service's application, `app` is not used), "daphne",
-    "uvicorn" (httptools and uvloop, which the project installs, as `serve` uses)."""
+    "uvicorn" (httptools and uvloop, which the project installs, as `serve` uses). `workers` > 1
+    (kind "serve" only) is `manage.py serve --workers N`: a master process and N web processes
+    accepting on its one socket (the kernel spreads the connections)."""
 
-    def __init__(self, kind: str, app: str, env: dict[str, str], logdir: Path, label: str):
-        self.kind, self.app, self.env, self.label = kind, app, env, label
+    def __init__(self, kind: str, app: str, env: dict[str, str], logdir: Path, label: str, workers: int = 1):
+        if workers > 1 and kind != "serve":
+            raise ValueError(f"{kind}: several web processes only with manage.py serve")
+        self.kind, self.app, self.env, self.label, self.workers = kind, app, env, label, workers
         self.port = free_port()
         self.log_path = logdir / f"{label}-{kind}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
         if self.kind == "serve":
-            return [sys.executable, str(REPO / "manage.py"), "serve", "--host", HOST, "--port", str(self.port)]
+            serve = [sys.executable, str(REPO / "manage.py"), "serve", "--host", HOST, "--port", str(self.port)]
+            return serve + (["--workers", str(self.workers)] if self.workers > 1 else [])
         binary = REPO / ".venv" / "bin" / self.kind
         exe = str(binary if binary.exists() else shutil.which(self.kind) or self.kind)
         if self.kind == "daphne":
@@ -55,6 +68,13 @@ class Server:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    def web_processes(self) -> list[int]:
+        """The processes that serve: this one, or with `workers` > 1 its workers (uvicorn spawns them
+        through multiprocessing, whose resource tracker is a child too but serves nothing)."""
+        if self.workers == 1:
+            return [self.pid]
+        return [pid for pid in children(self.pid) if "spawn_main" in cmdline(pid)]
 
     @property
     def url(self) -> str:
@@ -80,10 +100,19 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.label} server exited ({self.proc.returncode}):\n{self.log_tail()}")
             with contextlib.suppress(OSError, http.client.HTTPException):
-                if probe():
+                if self.workers_started() and probe():
                     return
             time.sleep(0.2)
         raise RuntimeError(f"{self.label} server not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def workers_started(self) -> bool:
+        """Every web process has loaded the application and logged so (the master's socket accepts
+        before they have: a connection would wait in its backlog for whichever worker comes up first)."""
+        if self.workers == 1:
+            return True
+        pids = self.web_processes()
+        text = self.log_path.read_text(errors="replace")
+        return len(pids) == self.workers and all(f"Started server process [{pid}]" in text for pid in pids)
 
     def stop(self) -> None:
         stop_group(self.proc, grace=15)

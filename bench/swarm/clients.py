@@ -1,6 +1,10 @@
 """The swarm: simulated daemons in their own processes (`python -m bench.swarm.clients CONFIG.json`,
 started by bench.swarm.run through bench.harness.processes.LineProcess).
 
+Its config: `url`, `seed`, `concurrency` (connects in flight), `max_seconds`, `nodes`, and optionally
+`heartbeat_s`/`metrics_s` (the intervals; by default HEARTBEAT_S and METRICS_S, ten times the
+contract's rate, which bench/node_swarm.py measures; bench/fleet.py sends the contract's own).
+
 Commands from the benchmark, one per line: `go` (every node connects and registers, with bounded
 concurrency; answered `connected` with the times), `telemetry` (every node starts its heartbeats and
 metrics at a random phase; answered `telemetry`), `stop` (answered `done` with what was sent and
@@ -30,8 +34,10 @@ from bench.harness.daemon import (
 )
 from bench.harness.messages import heartbeat_message, metrics_message
 
-HEARTBEAT_S = 3.0  # the contract's interval is 30 s: ten times its rate
-METRICS_S = 6.0  # the contract's is 60 s
+CONTRACT_HEARTBEAT_S = 30.0  # the contract's intervals
+CONTRACT_METRICS_S = 60.0
+HEARTBEAT_S = CONTRACT_HEARTBEAT_S / 10  # bench/node_swarm.py's default: ten times the contract's rate
+METRICS_S = CONTRACT_METRICS_S / 10
 JITTER = 0.05  # each interval is drawn from +-5% of its nominal value
 
 
@@ -54,19 +60,29 @@ class TelemetryNode(SimNode):
 
     stats: SwarmStats
 
-    def __init__(self, cfg: dict[str, Any], session: Any, stats: SwarmStats, seed: int):
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        session: Any,
+        stats: SwarmStats,
+        seed: int,
+        heartbeat_s: float = HEARTBEAT_S,
+        metrics_s: float = METRICS_S,
+    ):
         super().__init__(cfg, session, stats)
         self.sampled: bool = cfg["sampled"]
         self.rng = random.Random(seed)
+        self.heartbeat_s, self.metrics_s = heartbeat_s, metrics_s
         if self.sampled:
             stats.sampled_hb[self.pk] = []
 
     async def telemetry(self, deadline: float) -> None:
-        """Heartbeats every 3 s, metrics every 6 s, random phase and jitter; until cancelled or `deadline`."""
+        """Heartbeats every `heartbeat_s`, metrics every `metrics_s`, random phase and jitter; until
+        cancelled or `deadline`."""
         rng, stats = self.rng, self.stats
         now = time.monotonic()
-        next_hb = now + rng.uniform(0, HEARTBEAT_S)
-        next_metrics = now + rng.uniform(0, METRICS_S)
+        next_hb = now + rng.uniform(0, self.heartbeat_s)
+        next_metrics = now + rng.uniform(0, self.metrics_s)
         while True:
             due = min(next_hb, next_metrics)
             if due > deadline:
@@ -89,12 +105,12 @@ class TelemetryNode(SimNode):
                 else:
                     await self.client.emit(body["type"], body, namespace=NAMESPACE)
                 stats.sent_hb[second] = stats.sent_hb.get(second, 0) + 1
-                next_hb += HEARTBEAT_S * rng.uniform(1 - JITTER, 1 + JITTER)
+                next_hb += self.heartbeat_s * rng.uniform(1 - JITTER, 1 + JITTER)
             else:
                 body = metrics_message(rng)
                 await self.client.emit(body["type"], body, namespace=NAMESPACE)
                 stats.sent_metrics[second] = stats.sent_metrics.get(second, 0) + 1
-                next_metrics += METRICS_S * rng.uniform(1 - JITTER, 1 + JITTER)
+                next_metrics += self.metrics_s * rng.uniform(1 - JITTER, 1 + JITTER)
 
     def _ack_callback(self, sent: float) -> Callable[..., None]:
         def acked(*args: Any) -> None:
@@ -111,8 +127,9 @@ async def swarm(cfg: dict[str, Any]) -> None:
     stats = SwarmStats()
     # One HTTP session for every daemon of this process (no pool limit: a websocket holds its connection).
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    intervals = {"heartbeat_s": cfg.get("heartbeat_s", HEARTBEAT_S), "metrics_s": cfg.get("metrics_s", METRICS_S)}
     nodes = [
-        TelemetryNode({**n, "url": cfg["url"]}, session, stats, seed=cfg["seed"] * 100_000 + i)
+        TelemetryNode({**n, "url": cfg["url"]}, session, stats, seed=cfg["seed"] * 100_000 + i, **intervals)
         for i, n in enumerate(cfg["nodes"])
     ]
     telemetry: list[asyncio.Task[None]] = []

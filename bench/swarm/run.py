@@ -19,9 +19,9 @@ from bench.harness.databases import pg_backend_cpu
 from bench.harness.env import REPO
 from bench.harness.messages import heartbeat_message, metrics_message
 from bench.harness.processes import LineProcess
-from bench.harness.procfs import cpu_seconds, steady_rss_kib, thread_cpu_seconds
+from bench.harness.procfs import cpu_seconds, established_by_process, steady_rss_kib, thread_cpu_seconds
 from bench.harness.report import log
-from bench.harness.servers import Server
+from bench.harness.servers import Server, kind_for_app
 from bench.harness.smoke import Check
 from bench.harness.stats import pct
 from bench.swarm.clients import SwarmStats, TelemetryNode
@@ -43,7 +43,9 @@ class RunResult:
     rss_connected: int = 0
     rss_end: int = 0
     window_s: float = 0.0
-    cpu_s: float = 0.0
+    cpu_s: float = 0.0  # all web processes
+    process_cpu_s: list[float] = field(default_factory=list)  # per web process
+    process_connections: list[int] = field(default_factory=list)  # connections each holds at the window's end
     main_thread_cpu_s: float = 0.0  # the event loop's thread
     pg_cpu_s: float = float("nan")
     swarm_cpu_s: float = 0.0
@@ -152,17 +154,68 @@ def run_target(
     warmup_nodes: list[dict[str, Any]],
     dsn: str,
 ) -> RunResult:
+    """bench/node_swarm.py's run: one server process, the swarm at its default rate, the window."""
     app = args.service_app if target == "service" else args.echo_app
     if target == "service":
         env = {**env, **dict(item.split("=", 1) for item in args.service_env)}
-    server = Server(kind, app, env, logdir, target)
+    server = Server(kind_for_app(kind, app), app, env, logdir, target)
     result = RunResult(kind=kind, target=target, nodes=len(nodes))
-    swarms: list[LineProcess] = []
-    listener: HeartbeatListener | None = None
+    run = SwarmRun(server, result, args, logdir, dsn, service=target == "service")
     try:
         server.start()
         server.wait_ready()
-        url = server.url
+        run.prepare(nodes, warmup_nodes)
+        run.ramp()
+        run.settle()
+        time.sleep(max(0.0, run.open_window() - time.monotonic()))
+        run.close_window()
+        run.finish()
+    finally:
+        run.close()
+        server.stop()
+    return result
+
+
+class SwarmRun:
+    """One run of the swarm against a started server, step by step: `prepare` (warm-up, the swarm's
+    processes started, idle RSS), `ramp` (every node connects and registers), `settle` (telemetry
+    on every node, then `args.settle` seconds), `open_window` ... `close_window` (the steady
+    window: CPU, RSS, heartbeat-to-database), `finish` (the swarm leaves: what it sent and saw, and
+    for the service what the database holds); `close` in a `finally`.
+
+    The measured processes are the server's web processes (`Server.web_processes`: one, or a
+    master's workers), summed; `result.process_cpu_s` and `result.process_connections` keep them
+    apart. `swarm_cfg` goes to every swarm process's config on top of its own (`heartbeat_s`,
+    `metrics_s`); `tag` keeps one run's files apart from another's.
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        result: RunResult,
+        args: argparse.Namespace,
+        logdir: Path,
+        dsn: str,
+        *,
+        service: bool,
+        swarm_cfg: dict[str, Any] | None = None,
+        tag: str = "",
+    ):
+        self.server, self.result, self.args, self.logdir, self.dsn = server, result, args, logdir, dsn
+        self.service, self.swarm_cfg, self.tag = service, swarm_cfg or {}, tag
+        self.nodes: list[dict[str, Any]] = []
+        self.swarms: list[LineProcess] = []
+        self.pids: list[int] = []
+        self.listener: HeartbeatListener | None = None
+        self.seen: dict[str, dict[int, float]] = {}
+        self._at_open: dict[str, Any] = {}
+
+    def cpu(self) -> dict[int, float]:
+        return {pid: cpu_seconds(pid) for pid in self.pids}
+
+    def prepare(self, nodes: list[dict[str, Any]], warmup_nodes: list[dict[str, Any]]) -> None:
+        args, url = self.args, self.server.url
+        self.nodes = nodes
         asyncio.run(warm_up(url, warmup_nodes))
         # The swarm's processes start (imports, clients built) before the idle RSS is read.
         per = [nodes[i :: args.swarm_procs] for i in range(args.swarm_procs)]
@@ -173,20 +226,24 @@ def run_target(
                 "concurrency": max(1, args.ramp_concurrency // args.swarm_procs),
                 "max_seconds": PHASE_TIMEOUT_S + args.settle + args.duration + 60,
                 "nodes": part,
+                **self.swarm_cfg,
             }
-            env_ = {**os.environ, "PYTHONPATH": str(REPO)}
-            swarms.append(LineProcess("bench.swarm.clients", "swarm", index, cfg, env_, logdir))
-        for s in swarms:
+            env = {**os.environ, "PYTHONPATH": str(REPO)}
+            self.swarms.append(LineProcess("bench.swarm.clients", "swarm", index, cfg, env, self.logdir, self.tag))
+        for s in self.swarms:
             s.expect("prepared", 120)
         time.sleep(1.0)
-        result.rss_idle = steady_rss_kib(server.pid)
+        self.pids = self.server.web_processes()
+        self.result.rss_idle = steady_rss_kib(self.pids)
 
-        # Ramp: every node connects and registers.
-        cpu0 = cpu_seconds(server.pid)
-        for s in swarms:
+    def ramp(self) -> None:
+        """Every node connects and registers."""
+        result = self.result
+        cpu0 = sum(self.cpu().values())
+        for s in self.swarms:
             s.send("go")
-        connected = [s.expect("connected", PHASE_TIMEOUT_S + 30) for s in swarms]
-        result.ramp_cpu_s = cpu_seconds(server.pid) - cpu0
+        connected = [s.expect("connected", PHASE_TIMEOUT_S + 30) for s in self.swarms]
+        result.ramp_cpu_s = sum(self.cpu().values()) - cpu0
         go = min(c["go"] for c in connected)
         times = [t for c in connected for t in c["times"]]
         result.connected = len(times)
@@ -195,48 +252,61 @@ def run_target(
                 result.connect_failures[name] = result.connect_failures.get(name, 0) + n
         result.ramp_s = max(t[2] for t in times) - go if times else float("nan")
         result.connect_latency = [t[2] - t[0] for t in times]
-        result.rss_connected = steady_rss_kib(server.pid)
+        result.rss_connected = steady_rss_kib(self.pids)
         log(
-            f"  {kind} {target}: {result.connected}/{result.nodes} registered in {result.ramp_s:.1f}s; "
-            f"telemetry starts; steady window of {args.duration:g}s starts in {args.settle:g}s"
+            f"  {result.kind} {result.target}: {result.connected}/{result.nodes} registered in {result.ramp_s:.1f}s; "
+            f"telemetry starts; steady window of {self.args.duration:g}s starts in {self.args.settle:g}s"
         )
 
-        # Telemetry on every node, settle (every node has been heartbeating for `settle` s), then the window.
-        for s in swarms:
+    def settle(self) -> None:
+        """Telemetry on every node; then `args.settle` seconds (every node has been sending that long)."""
+        for s in self.swarms:
             s.send("telemetry")
-        for s in swarms:
+        for s in self.swarms:
             s.expect("telemetry", 60)
-        time.sleep(args.settle)
-        swarm_cpu0 = sum(cpu_seconds(s.proc.pid) for s in swarms)
-        bench_cpu0 = time.process_time()
-        pg0 = pg_backend_cpu(dsn, args.db, 0) if target == "service" else {}
-        threads0 = thread_cpu_seconds(server.pid)
-        t0, cpu0 = time.monotonic(), cpu_seconds(server.pid)
-        t_end = t0 + args.duration
-        if target == "service":
-            listener = HeartbeatListener(dsn)
-            listener_cpu0 = cpu_seconds(listener.backend_pid)
-            listener.start()
-        time.sleep(max(0.0, t_end - time.monotonic()))
-        t1, cpu1 = time.monotonic(), cpu_seconds(server.pid)
-        threads1 = thread_cpu_seconds(server.pid)
-        result.main_thread_cpu_s = threads1.get(server.pid, 0.0) - threads0.get(server.pid, 0.0)
-        result.window_s, result.cpu_s = t1 - t0, cpu1 - cpu0
-        result.swarm_cpu_s = sum(cpu_seconds(s.proc.pid) for s in swarms) - swarm_cpu0
-        result.bench_cpu_s = time.process_time() - bench_cpu0
-        seen: dict[str, dict[int, float]] = {}
-        if listener is not None:
-            pg1 = pg_backend_cpu(dsn, args.db, listener.backend_pid)
-            result.pg_cpu_s = sum(v - pg0.get(pid, 0.0) for pid, v in pg1.items())
-            result.poller_pg_cpu_s = cpu_seconds(listener.backend_pid) - listener_cpu0
-            # Heartbeats sent at the very end of the window get a grace period to reach the database.
-            listener.stop(time.monotonic() + 2.0)
-            seen = listener.seen
-        result.rss_end = steady_rss_kib(server.pid, samples=3, interval=0.1)
+        time.sleep(self.args.settle)
 
-        for s in swarms:
+    def open_window(self) -> float:
+        """The steady window starts now; returns when it ends (monotonic)."""
+        at = self._at_open
+        at["swarm_cpu"] = sum(cpu_seconds(s.proc.pid) for s in self.swarms)
+        at["bench_cpu"] = time.process_time()
+        at["pg"] = pg_backend_cpu(self.dsn, self.args.db, 0) if self.service else {}
+        at["threads"] = {pid: thread_cpu_seconds(pid).get(pid, 0.0) for pid in self.pids}
+        at["t0"], at["cpu"] = time.monotonic(), self.cpu()
+        if self.service:
+            self.listener = HeartbeatListener(self.dsn)
+            at["listener_cpu"] = cpu_seconds(self.listener.backend_pid)
+            self.listener.start()
+        return float(at["t0"] + self.args.duration)
+
+    def close_window(self) -> None:
+        result, at = self.result, self._at_open
+        t1, cpu1 = time.monotonic(), self.cpu()
+        threads1 = {pid: thread_cpu_seconds(pid).get(pid, 0.0) for pid in self.pids}
+        result.window_s = t1 - at["t0"]
+        result.process_cpu_s = [cpu1[pid] - at["cpu"][pid] for pid in self.pids]
+        result.cpu_s = sum(result.process_cpu_s)
+        result.main_thread_cpu_s = sum(threads1[pid] - at["threads"][pid] for pid in self.pids)
+        result.process_connections = list(established_by_process(self.server.port, self.pids).values())
+        result.swarm_cpu_s = sum(cpu_seconds(s.proc.pid) for s in self.swarms) - at["swarm_cpu"]
+        result.bench_cpu_s = time.process_time() - at["bench_cpu"]
+        if self.listener is not None:
+            pg1 = pg_backend_cpu(self.dsn, self.args.db, self.listener.backend_pid)
+            result.pg_cpu_s = sum(v - at["pg"].get(pid, 0.0) for pid, v in pg1.items())
+            result.poller_pg_cpu_s = cpu_seconds(self.listener.backend_pid) - at["listener_cpu"]
+            # Heartbeats sent at the very end of the window get a grace period to reach the database.
+            self.listener.stop(time.monotonic() + 2.0)
+            self.seen = self.listener.seen
+        at["t1"] = t1
+        result.rss_end = steady_rss_kib(self.pids, samples=3, interval=0.1)
+
+    def finish(self) -> None:
+        """The swarm leaves; what it sent and saw in the window; for the service, check_database."""
+        result, t0, t1 = self.result, self._at_open["t0"], self._at_open["t1"]
+        for s in self.swarms:
             s.send("stop")
-        done = [s.expect("done", 180) for s in swarms]
+        done = [s.expect("done", 180) for s in self.swarms]
         in_window = range(int(t0) + 1, int(t1))  # whole seconds inside the window
         hb = sum(n for d in done for sec, n in d["sent_hb"].items() if int(sec) in in_window)
         metrics = sum(n for d in done for sec, n in d["sent_metrics"].items() if int(sec) in in_window)
@@ -254,7 +324,7 @@ def run_target(
         for d in done:
             for code, n in d["errors"].items():
                 result.errors[code] = result.errors.get(code, 0) + n
-        if target == "service":
+        if self.service:
             for d in done:
                 for pk, values in d["sampled_hb"].items():
                     for value in values:
@@ -262,23 +332,22 @@ def run_target(
                         if not t0 <= sent_at < t1:
                             continue
                         result.db_expected += 1
-                        seen_at = seen.get(pk, {}).get(value)
+                        seen_at = self.seen.get(pk, {}).get(value)
                         if seen_at is None:
                             result.db_missing += 1
                         else:
                             result.db_latency.append(seen_at - sent_at)
-        for s in swarms:
+        for s in self.swarms:
             s.proc.wait(timeout=60)
-        if target == "service":
+        if self.service:
             metrics_sent = sum(n for d in done for n in d["sent_metrics"].values())
-            result.checks = check_database(dsn, len(nodes), t0, metrics_sent)
-    finally:
-        if listener is not None and listener.is_alive():
-            listener.stop(0.0)
-        for s in swarms:
+            result.checks = check_database(self.dsn, len(self.nodes), t0, metrics_sent)
+
+    def close(self) -> None:
+        if self.listener is not None and self.listener.is_alive():
+            self.listener.stop(0.0)
+        for s in self.swarms:
             s.kill()
-        server.stop()
-    return result
 
 
 def check_database(dsn: str, expected_nodes: int, since_monotonic: float, metrics_sent: int) -> list[Check]:
