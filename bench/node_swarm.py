@@ -15,7 +15,8 @@ What it does, in order:
 3. for each ASGI server (`serve` by default: `manage.py serve`; daphne; plain uvicorn; the echo
    baseline of `serve` runs on plain uvicorn, which `serve` configures), runs two targets one
    after the other in ONE server process each, with the same server flags: the real service
-   (`aiwm_project.asgi:application`, PostgreSQL and Redis configured) and the baseline `bench/echo_server.py` (python-socketio only);
+   (`aiwm_project.asgi:application`, PostgreSQL and Redis configured) and the baseline
+   `bench/echo_server.py` (python-socketio only);
 4. per run: warms the server up with a few daemons (connect, register, telemetry, disconnect),
    reads its idle RSS, then lets the swarm (separate OS processes, python-socketio AsyncClient over
    the websocket transport) connect and register every node with bounded concurrency (the connect
