@@ -3,6 +3,7 @@ heartbeat), the at-most-once ledger of its messages, and the sweep's offline and
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -212,6 +213,20 @@ def inbound_message_record(
     the node's current session and the node is not deleted, in the same statement: False then
     also means "not current", which the caller tells apart by reading the node row (the rare case).
     """
+    received_at = connection.ops.adapt_datetimefield_value(timezone.now())
+    values: list[Any] = [org_id, node_id, message_id, type, received_at]
+    if session is not None:
+        values += list(session)
+    sql = _ledger_sql(connection.vendor, guarded=session is not None)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        return cursor.rowcount == 1
+
+
+@functools.cache
+def _ledger_sql(vendor: str, *, guarded: bool) -> str:
+    """inbound_message_record's statement, built once per database vendor (it is on the path of
+    every node message; `vendor` keys the cache on the quoting it was built with)."""
     meta, node_meta = InboundMessage._meta, Node._meta
     quote = connection.ops.quote_name
 
@@ -221,24 +236,18 @@ def inbound_message_record(
     names = ("owner_org_id", "node_id", "message_id", "type", "received_at")
     columns = [column(meta, name) for name in names]
     unique = ", ".join(columns[:3])
-    received_at = connection.ops.adapt_datetimefield_value(timezone.now())
-    values: list[Any] = [org_id, node_id, message_id, type, received_at]
     # A WHERE either way: it keeps SQLite from reading ON CONFLICT as part of the SELECT (its
     # documented parsing ambiguity of INSERT … SELECT … ON CONFLICT).
     guard = " WHERE TRUE"
-    if session is not None:
+    if guarded:
         guard = (
             f" WHERE EXISTS (SELECT 1 FROM {quote(node_meta.db_table)} WHERE {column(node_meta, 'id')} = %s"
             f" AND {column(node_meta, 'connection_id')} = %s AND NOT {column(node_meta, 'is_deleted')})"
         )
-        values += list(session)
-    sql = (
+    return (
         f"INSERT INTO {quote(meta.db_table)} ({', '.join(columns)}) SELECT %s, %s, %s, %s, %s{guard}"
         f" ON CONFLICT ({unique}) DO NOTHING"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
-        return cursor.rowcount == 1
 
 
 def nodes_mark_stale_offline(*, now: datetime | None = None) -> int:
