@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import resource
-import secrets
 import shutil
 import signal
 import sys
@@ -79,7 +78,7 @@ from bench.harness.databases import (  # noqa: E402
     recreate_database,
     server_version,
 )
-from bench.harness.env import service_env, use_env  # noqa: E402
+from bench.harness.env import use_env  # noqa: E402
 from bench.harness.fleet import org_id, seed_deployments, seed_nodes  # noqa: E402
 from bench.harness.processes import open_files_limit  # noqa: E402
 from bench.harness.redis_db import flush_redis, pick_redis_db, redis_server_version, reset_redis  # noqa: E402
@@ -87,7 +86,7 @@ from bench.harness.report import SOCKET_STACK, git_state, log, machine_line, ver
 from bench.harness.smoke import add_smoke_flag  # noqa: E402
 from bench.harness.stats import p50_p99  # noqa: E402
 from bench.swarm.clients import CONTRACT_HEARTBEAT_S, CONTRACT_METRICS_S, JITTER  # noqa: E402
-from bench.swarm.run import NOTIFY_SQL, WARMUP_NODES  # noqa: E402
+from bench.swarm.run import NOTIFY_SQL, WARMUP_NODES, swarm_service_env  # noqa: E402
 
 SMOKE = {
     "nodes": 30,
@@ -160,15 +159,7 @@ def main(argv: list[str]) -> int:
     redis_db = args.redis_db if args.redis_db is not None else pick_redis_db(args.redis)
     redis_url = f"{args.redis}/{redis_db}"
     logdir = Path(tempfile.mkdtemp(prefix="aiwm-fleet-"))
-    env = service_env(
-        dsn=dsn,
-        logdir=logdir,
-        drop=("AIWM_NODE_RATE", "AIWM_TELEMETRY"),  # the service's defaults are what is measured
-        REDIS_URL=redis_url,
-        # Redis pub/sub ignores database numbers: a channel of the run's own.
-        AIWM_SOCKETIO_CHANNEL=f"aiwm-bench-fleet-{secrets.token_hex(6)}",
-        DJANGO_SETTINGS_MODULE="aiwm_project.settings",
-    )
+    env = swarm_service_env(dsn=dsn, logdir=logdir, redis_url=redis_url, name="fleet")
     use_env(env, DATABASE_URL=f"{pg}/{template}", REDIS_URL="")
 
     import psycopg

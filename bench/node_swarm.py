@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import secrets
 import shutil
 import signal
 import subprocess
@@ -72,7 +71,7 @@ from bench.harness.databases import (  # noqa: E402
     recreate_database,
     server_version,
 )
-from bench.harness.env import service_env, use_env  # noqa: E402
+from bench.harness.env import use_env  # noqa: E402
 from bench.harness.fleet import seed_nodes  # noqa: E402
 from bench.harness.processes import open_files_limit  # noqa: E402
 from bench.harness.redis_db import flush_redis, pick_redis_db, reset_redis  # noqa: E402
@@ -80,7 +79,7 @@ from bench.harness.report import SOCKET_STACK, log, machine_line, versions  # no
 from bench.harness.smoke import add_smoke_flag, judge  # noqa: E402
 from bench.harness.stats import ms, pct  # noqa: E402
 from bench.swarm.report import print_results  # noqa: E402
-from bench.swarm.run import NOTIFY_SQL, WARMUP_NODES, RunResult, run_target  # noqa: E402
+from bench.swarm.run import NOTIFY_SQL, WARMUP_NODES, RunResult, run_target, swarm_service_env  # noqa: E402
 
 SMOKE = {
     "nodes": 20,
@@ -156,15 +155,7 @@ def main(argv: list[str]) -> int:
     redis_db = args.redis_db if args.redis_db is not None else pick_redis_db(args.redis)
     redis_url = f"{args.redis}/{redis_db}"
     logdir = Path(tempfile.mkdtemp(prefix="aiwm-swarm-"))
-    env = service_env(
-        dsn=dsn,
-        logdir=logdir,
-        drop=("AIWM_NODE_RATE", "AIWM_TELEMETRY"),  # the service's defaults are what is measured
-        REDIS_URL=redis_url,
-        # Redis pub/sub ignores database numbers: a channel of the run's own.
-        AIWM_SOCKETIO_CHANNEL=f"aiwm-bench-swarm-{secrets.token_hex(6)}",
-        DJANGO_SETTINGS_MODULE="aiwm_project.settings",
-    )
+    env = swarm_service_env(dsn=dsn, logdir=logdir, redis_url=redis_url, name="swarm")
     use_env(env, DATABASE_URL=f"{pg}/{template}", REDIS_URL="")
 
     import psycopg

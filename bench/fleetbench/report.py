@@ -10,6 +10,7 @@ from bench.fleetbench.run import FleetResult
 from bench.harness.report import log
 from bench.harness.smoke import Check, judge
 from bench.harness.stats import ms, p50_p99, pct
+from bench.swarm.report import swarm_checks
 
 GOAL_P99_MS = 200.0  # heartbeat -> database, every node on one web process
 GOAL_LIST_RATIO = 1.2  # a list's p50 with the fleet reporting, over the idle service's
@@ -111,26 +112,8 @@ def checks(r: FleetResult) -> list[Check]:
     and heartbeated; every sampled heartbeat reached the database; what the service wrote
     (bench.swarm.run.check_database); the lists saw the whole organization and answered every
     probe 200; with several web processes, every one of them held nodes."""
-    s, who = r.swarm, f"{r.name}:"
-    out: list[Check] = [
-        (
-            f"{who} {s.connected}/{s.nodes} nodes registered, failures {s.connect_failures or 'none'}",
-            s.connected == s.nodes,
-        ),
-        (
-            f"{who} unexpected disconnects {s.disconnects}, error replies {s.errors or 'none'}",
-            not s.disconnects and not s.errors,
-        ),
-        (
-            f"{who} heartbeats {s.hb_rate:.1f}/s sent in the window, {len(s.rtt)} acknowledged",
-            s.hb_rate > 0 and bool(s.rtt),
-        ),
-        (
-            f"{who} sampled heartbeats seen in the database {len(s.db_latency)}/{s.db_expected}",
-            s.db_expected > 0 and s.db_missing == 0,
-        ),
-    ]
-    out += [(f"{who} {text}", held) for text, held in s.checks + r.checks]
+    who = f"{r.name}:"
+    out = swarm_checks(r.swarm, who) + [(f"{who} {text}", held) for text, held in r.checks]
     for route in ROUTES:
         answered, errors = len(r.lists.get(route, [])), r.list_errors.get(route, {})
         out.append(
@@ -142,8 +125,8 @@ def checks(r: FleetResult) -> list[Check]:
     if r.web_processes > 1:
         out.append(
             (
-                f"{who} connections held by each of the {r.web_processes} web processes: {s.process_connections}",
-                len(s.process_connections) == r.web_processes and all(s.process_connections),
+                f"{who} connections held by each of the {r.web_processes} web processes: {r.swarm.process_connections}",
+                len(r.swarm.process_connections) == r.web_processes and all(r.swarm.process_connections),
             )
         )
     return out

@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import os
 import random
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 
 from bench.harness.daemon import CONNECT_TIMEOUT_S, NAMESPACE, PHASE_TIMEOUT_S
 from bench.harness.databases import pg_backend_cpu
-from bench.harness.env import REPO
+from bench.harness.env import REPO, service_env
 from bench.harness.messages import heartbeat_message, metrics_message
 from bench.harness.processes import LineProcess
 from bench.harness.procfs import cpu_seconds, established_by_process, steady_rss_kib, thread_cpu_seconds
@@ -27,6 +28,20 @@ from bench.harness.stats import pct
 from bench.swarm.clients import SwarmStats, TelemetryNode
 
 WARMUP_NODES = 5
+
+
+def swarm_service_env(*, dsn: str, logdir: Path, redis_url: str, name: str) -> dict[str, str]:
+    """The environment of the service a swarm reports to (bench/node_swarm.py, bench/fleet.py):
+    the service's own telemetry and rate-limit defaults (what is measured), Redis, and a Socket.IO
+    pub/sub channel of the run's own (Redis pub/sub ignores database numbers)."""
+    return service_env(
+        dsn=dsn,
+        logdir=logdir,
+        drop=("AIWM_NODE_RATE", "AIWM_TELEMETRY"),
+        REDIS_URL=redis_url,
+        AIWM_SOCKETIO_CHANNEL=f"aiwm-bench-{name}-{secrets.token_hex(6)}",
+        DJANGO_SETTINGS_MODULE="aiwm_project.settings",
+    )
 
 
 @dataclass
