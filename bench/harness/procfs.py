@@ -64,16 +64,24 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def established_by_process(port: int, pids: Sequence[int]) -> dict[int, int]:
-    """Of the TCP connections established to a local listening port, how many each of `pids` holds
-    (the sockets among its open files)."""
-    inodes: set[str] = set()
+def _established_inodes(port: int) -> list[str]:
+    """The socket inodes of the TCP connections established to a local listening port
+    (/proc/net/tcp, the server's side), one per connection: those still in the listen backlog
+    all have inode 0."""
+    inodes: list[str] = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError):
             for line in Path(table).read_text().splitlines()[1:]:
                 fields = line.split()
                 if len(fields) > 9 and fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(fields[9])
+                    inodes.append(fields[9])
+    return inodes
+
+
+def established_by_process(port: int, pids: Sequence[int]) -> dict[int, int]:
+    """Of the TCP connections established to a local listening port, how many each of `pids` holds
+    (the sockets among its open files)."""
+    inodes = set(_established_inodes(port))
     out = {}
     for pid in pids:
         held = 0
@@ -88,11 +96,4 @@ def established_by_process(port: int, pids: Sequence[int]) -> dict[int, int]:
 
 def established(port: int) -> int:
     """TCP connections established to a local listening port (/proc/net/tcp, the server's side)."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                if len(fields) > 3 and fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    count += 1
-    return count
+    return len(_established_inodes(port))
