@@ -1,7 +1,10 @@
-"""Request middleware: the x-correlation-id on every response and log line, and API body guards."""
+"""Request middleware: the x-correlation-id on every response and log line, request latency, API body guards."""
 
 from __future__ import annotations
 
+import functools
+import re
+import time
 from collections.abc import Callable
 
 from django.conf import settings
@@ -10,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 
 from aiwm_project.api.errors import error_response
 from aiwm_project.correlation import CORRELATION_HEADER, accepted_correlation_id, correlation_id_var
+from aiwm_project.metrics import REQUEST_LATENCY
 
 
 class CorrelationIdMiddleware:
@@ -27,6 +31,32 @@ class CorrelationIdMiddleware:
         finally:
             correlation_id_var.reset(token)
         response[CORRELATION_HEADER] = cid
+        return response
+
+
+@functools.lru_cache(maxsize=512)
+def route_label(route: str) -> str:
+    """A route pattern as people read it: `api/nodes/<id>` for the router's `api/nodes/(?P<id>[^/]+)$`."""
+    return _NAMED_GROUP.sub(r"<\1>", route).removeprefix("^").removesuffix("$")
+
+
+_NAMED_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
+
+
+class RequestMetricsMiddleware:
+    """Every request's latency by route pattern (`aiwm_http_request_duration_seconds`): the
+    pattern, never the path, so ids do not multiply the series; unmatched paths share one label."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = request.resolver_match
+        route = route_label(match.route) if match is not None else "(unmatched)"
+        status = f"{response.status_code // 100}xx"
+        REQUEST_LATENCY.labels(route, request.method or "", status).observe(time.perf_counter() - started)
         return response
 
 

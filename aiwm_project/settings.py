@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import secrets
 from pathlib import Path
 from urllib.parse import urlparse
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("AIWM_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -72,10 +75,12 @@ INSTALLED_APPS = [
     "executions",
     "conversations",
     "gateway",
+    "console",
 ]
 
 MIDDLEWARE = [
     "aiwm_project.middleware.CorrelationIdMiddleware",
+    "aiwm_project.middleware.RequestMetricsMiddleware",
     # Before the guard and CommonMiddleware: a preflight is answered here, without a token.
     "corsheaders.middleware.CorsMiddleware",
     "aiwm_project.middleware.ApiRequestGuardMiddleware",
@@ -174,6 +179,25 @@ else:
 AIWM_SOCKETIO_CHANNEL = env.str(
     "AIWM_SOCKETIO_CHANNEL", default=f"aiwm-socketio-{urlparse(REDIS_URL).path.strip('/') or '0'}"
 )
+
+# Prometheus series of several processes (web workers, Celery workers of this host) are kept in
+# files of one folder and summed by /metrics (aiwm_project.metrics). One process needs none. The
+# client reads PROMETHEUS_MULTIPROC_DIR when it is imported, after these settings.
+AIWM_METRICS_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="") or env.str(
+    "AIWM_METRICS_DIR", default=str(VAR_DIR / "prometheus") if REDIS_URL else ""
+)
+if AIWM_METRICS_DIR:
+    Path(AIWM_METRICS_DIR).mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = AIWM_METRICS_DIR
+# /metrics: with a token every client needs it (loopback too); with an allow-list only those
+# addresses (or networks) are answered; with neither, only loopback clients.
+AIWM_METRICS_TOKEN = env.str("AIWM_METRICS_TOKEN", default="")
+AIWM_METRICS_ALLOWED_IPS = env.list("AIWM_METRICS_ALLOWED_IPS", default=[])
+for _entry in AIWM_METRICS_ALLOWED_IPS:
+    try:
+        ipaddress.ip_network(_entry.strip(), strict=False)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"AIWM_METRICS_ALLOWED_IPS: {_entry!r} is not an address or network") from exc
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
@@ -291,15 +315,20 @@ TIME_ZONE = "UTC"
 LANGUAGE_CODE = "en-us"
 USE_I18N = False
 
+# plain: one readable line per record; json: one JSON object per line, for log collectors.
+AIWM_LOG_FORMAT = env.str("AIWM_LOG_FORMAT", default="plain").strip().lower()
+if AIWM_LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"AIWM_LOG_FORMAT must be plain or json, not {AIWM_LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"correlation": {"()": "aiwm_project.correlation.CorrelationIdLogFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"},
+        "json": {"()": "aiwm_project.correlation.JsonLogFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["correlation"]},
+        "console": {"class": "logging.StreamHandler", "formatter": AIWM_LOG_FORMAT, "filters": ["correlation"]},
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},

@@ -1,10 +1,11 @@
-"""URL map: the REST API under /api, Swagger at /api-docs, local login, and the admin."""
+"""URL map: the REST API under /api, Swagger at /api-docs, local login, the admin, /metrics."""
 
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from aiwm_project.api.views import HealthView, LoginView, asyncapi_document
+from console.metrics import metrics_view
 
 api_patterns: list = [
     path("health", HealthView.as_view(), name="health"),
@@ -23,6 +24,7 @@ urlpatterns = [
     path("api-docs/asyncapi.yaml", asyncapi_document, name="asyncapi-document"),
     path("api-docs", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="swagger-ui"),
     path("admin/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 handler400 = "aiwm_project.api.views.bad_request"

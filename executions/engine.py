@@ -24,7 +24,8 @@ SKIP LOCKED so several workers can run it at once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +33,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from aiwm_project.auth import Principal
+from aiwm_project.correlation import execution_context
 from aiwm_project.datetimes import format_datetime, parse_iso
 from aiwm_project.exceptions import ConflictError, NotFoundError
 from aiwm_project.services import lock_live
@@ -93,8 +95,7 @@ def execution_start(*, pk: str, force: bool = False, actor: Principal) -> Execut
     finished execution is not started again: that is `retry` (409 naming it).
     """
     now = timezone.now()
-    with transaction.atomic():
-        execution = lock_live(Execution, pk)
+    with _locked(pk) as execution:
         if execution.status == RUNNING and not force:
             raise ConflictError(
                 f"Execution {execution.execution_id!r} is already running; send force=true to restart it"
@@ -116,8 +117,7 @@ def execution_cancel(*, pk: str, reason: str = "", actor: Principal) -> Executio
     """pending | running -> cancelled with error USER_CANCELLED; running steps get `command.cancel`."""
     now = timezone.now()
     reason = reason.strip() or "Cancelled by user"
-    with transaction.atomic():
-        execution = lock_live(Execution, pk)
+    with _locked(pk) as execution:
         if execution.status not in ACTIVE_STATUSES:
             raise ConflictError(
                 f"Execution {execution.execution_id!r} is {execution.status}; "
@@ -137,8 +137,7 @@ def execution_retry(*, pk: str, reset_steps: bool = True, actor: Principal) -> E
     attempt's command changes nothing.
     """
     now = timezone.now()
-    with transaction.atomic():
-        execution = lock_live(Execution, pk)
+    with _locked(pk) as execution:
         if execution.status not in RETRYABLE_STATUSES:
             raise ConflictError(
                 f"Execution {execution.execution_id!r} is {execution.status}; "
@@ -157,6 +156,15 @@ def execution_retry(*, pk: str, reset_steps: bool = True, actor: Principal) -> E
         _begin(execution, now)
         _save(execution, now, actor.user_id)
     return execution
+
+
+@contextmanager
+def _locked(pk: str) -> Iterator[Execution]:
+    """The execution under its row lock for one transaction; log lines inside name it."""
+    with transaction.atomic():
+        execution = lock_live(Execution, pk)
+        with execution_context(execution.execution_id):
+            yield execution
 
 
 def _failed_and_after(steps: list[StepDocument]) -> set[int]:
@@ -195,8 +203,10 @@ def execution_apply_result(*, org_id: str, node_id: str, message_id: str, data: 
     command = commands.command_answered(
         org_id=org_id, node_id=node_id, original_message_id=data.get("originalMessageId")
     )
+    execution_id = command.metadata.get("executionId")
+    owner = execution_id if isinstance(execution_id, str) else None
     # No savepoint: nothing here is caught and retried inside the caller's transaction.
-    with transaction.atomic(savepoint=False):
+    with execution_context(owner), transaction.atomic(savepoint=False):
         execution = _lock_owner(command)
         if commands.command_apply_result(command=command, data=data, message_id=message_id):
             found = _waiting_step(command, execution)
@@ -294,9 +304,10 @@ def executions_sweep(*, now: datetime | None = None) -> int:
             )
             if execution is None:
                 continue
-            _apply_deadlines(execution, now)
-            _settle(execution, now)
-            _save(execution, now)
+            with execution_context(execution.execution_id):
+                _apply_deadlines(execution, now)
+                _settle(execution, now)
+                _save(execution, now)
             changed += 1
     return changed
 

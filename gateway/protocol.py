@@ -22,7 +22,8 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework.exceptions import ParseError
 
-from aiwm_project import node_bus
+from aiwm_project import metrics, node_bus
+from aiwm_project.correlation import node_context
 from aiwm_project.datetimes import believable_time, iso_now
 from aiwm_project.db import db_sync_to_async
 from aiwm_project.exceptions import ServiceError
@@ -127,6 +128,7 @@ _live: dict[str, Connection] = {}  # connection id -> the authenticated connecti
 async def session_open(conn: Connection) -> None:
     """Make `conn` its node's current session and close the one it supersedes."""
     _live[conn.connection_id] = conn
+    metrics.CONNECTED_SESSIONS.set(len(_live))
     superseded = await db_sync_to_async(services.node_connected)(
         node_pk=conn.identity.node_pk, connection_id=conn.connection_id
     )
@@ -146,6 +148,7 @@ async def session_open(conn: Connection) -> None:
 async def session_close(conn: Connection) -> None:
     """The socket is gone: forget it, and mark the node disconnected if it was current."""
     _live.pop(conn.connection_id, None)
+    metrics.CONNECTED_SESSIONS.set(len(_live))
     await db_sync_to_async(services.node_disconnected)(node_pk=conn.identity.node_pk, connection_id=conn.connection_id)
 
 
@@ -355,6 +358,11 @@ async def handle_message(
     conn: Connection, event: str, message: Any, raw_size: int | None = None
 ) -> tuple[list[Reply], bool]:
     """Validate, rate-limit and apply one message. Returns (replies, close_connection)."""
+    with node_context(conn.identity.node_id):  # every log line this message causes names its node
+        return await _handle_message(conn, event, message, raw_size)
+
+
+async def _handle_message(conn: Connection, event: str, message: Any, raw_size: int | None) -> tuple[list[Reply], bool]:
     original = message.get("messageId") if isinstance(message, dict) else None
     if conn.telemetry_pending and event not in BUFFERED:
         # A connection's messages take effect in the order it sent them: its buffered telemetry

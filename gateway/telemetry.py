@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from aiwm_project import metrics
 from aiwm_project.datetimes import reported_time
 from aiwm_project.db import db_sync_to_async
 from nodes.telemetry import Heartbeat, MetricPoint, node_metrics_record, nodes_apply_heartbeats
@@ -48,10 +49,18 @@ class TelemetryBuffer:
         """Write everything buffered (sync: uses the ORM); returns (heartbeats, metric points)."""
         with self._lock:
             heartbeats, self._heartbeats = self._heartbeats, {}
-            metrics, self._metrics = self._metrics, []
+            points, self._metrics = self._metrics, []
         nodes_apply_heartbeats(heartbeats=heartbeats)
-        node_metrics_record(points=metrics)
-        return len(heartbeats), len(metrics)
+        node_metrics_record(points=points)
+        written = timezone.now()
+        for kind, arrivals in (
+            ("heartbeat", [h.at for h in heartbeats.values()]),
+            ("metrics", [p.received_at for p in points]),
+        ):
+            lag = metrics.TELEMETRY_FLUSH_LAG.labels(kind)
+            for at in arrivals:
+                lag.observe((written - at).total_seconds())
+        return len(heartbeats), len(points)
 
 
 buffer = TelemetryBuffer()

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
-from aiwm_project import node_bus
+from aiwm_project import metrics, node_bus
 from aiwm_project.datetimes import format_datetime
 from aiwm_project.exceptions import NotFoundError, ValidationFailed
 from nodes.choices import (
@@ -105,7 +105,11 @@ def deliver_command(*, command_pk: str, command: NodeCommand | None = None, conn
     command = command or NodeCommand.objects.filter(pk=command_pk).first()
     if command is None or command.status != CommandStatus.QUEUED:
         return False
-    return _hand_over(command, still={"status": CommandStatus.QUEUED}, connection_hint=connection_hint)
+    sent = _hand_over(command, still={"status": CommandStatus.QUEUED}, connection_hint=connection_hint)
+    if sent and "executionId" in command.metadata and command.sent_at is not None:
+        # Stored by the transition that made its step ready; handed over now, after that commit.
+        metrics.STEP_DISPATCH_LATENCY.observe((command.sent_at - command.created_at).total_seconds())
+    return sent
 
 
 def _hand_over(command: NodeCommand, *, still: dict[str, Any], connection_hint: str | None = None) -> bool:

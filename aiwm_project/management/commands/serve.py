@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from uvicorn.supervisors import Multiprocess
 
+from aiwm_project import metrics
 from aiwm_project.management.commands.aiwm_banner import int_in_range, port_number
 from aiwm_project.server import uvicorn_config
 
@@ -28,6 +29,7 @@ class Command(BaseCommand):
         if opts["workers"] > 1 and not settings.REDIS_URL:
             # Without Redis a node's socket and the commands for it must be in the same process.
             raise CommandError("--workers above 1 needs REDIS_URL (the embedded default is one process)")
+        metrics.forget_dead_processes(counters=True)  # a new run of the web tier
         config = uvicorn_config(opts["host"], opts["port"], workers=opts["workers"])
         server = uvicorn.Server(config)
         if config.workers == 1:
