@@ -12,6 +12,7 @@ import logging
 from django.conf import settings
 
 from aiwm_project.db import db_sync_to_async
+from console.services import event_tickets_prune
 from deployments.services import deployments_flag_offline_nodes
 from executions.engine import executions_sweep
 from nodes.commands import commands_redeliver
@@ -30,6 +31,7 @@ def run_sweep() -> dict[str, int]:
         "commands_redelivered": commands_redeliver(),
         "metrics_pruned": metrics_prune(),
         "inbound_pruned": inbound_prune(),
+        "event_tickets_pruned": event_tickets_prune(),
     }
 
 

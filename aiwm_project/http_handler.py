@@ -16,12 +16,15 @@ requests go to Django's ASGIHandler, a thread each, as before.
 
 What is not kept from ASGIHandler: a sync view cannot be interrupted, so a client that disconnects
 mid-request is noticed when the response is written (the server drops it), not by cancelling.
-A future async view (a Server-Sent Events stream) needs Django's ASGIHandler too: route it there.
+A streaming response is sent while the client is listened to, and cancelled when it leaves (a
+live events stream ends only so); its content may be an async iterator, which runs on the event
+loop, so a stream holds no thread (console.events).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -60,10 +63,34 @@ class PooledHTTPHandler(ASGIHandler):
         finally:
             body_file.close()
         try:
-            await self.send_response(response, send)
+            if response.streaming:
+                await self.stream_until_disconnect(response, receive, send)
+            else:
+                await self.send_response(response, send)
         finally:
             if response.streaming:  # its iterator was consumed just now: close it (and end the request)
                 await loop.run_in_executor(self.executor, run, response.close)
+
+    async def stream_until_disconnect(self, response: HttpResponseBase, receive: Any, send: Any) -> None:
+        """Send a streaming response while listening for the client to leave: a stream that never
+        ends by itself (the live events) is cancelled when its client disconnects, as
+        ASGIHandler does, instead of writing keep-alives to nobody."""
+        sending = asyncio.ensure_future(self.send_response(response, send))
+        listening = asyncio.ensure_future(receive())
+        try:
+            while not sending.done():
+                await asyncio.wait({sending, listening}, return_when=asyncio.FIRST_COMPLETED)
+                if listening.done():
+                    if listening.result().get("type") == "http.disconnect":
+                        sending.cancel()
+                        break
+                    listening = asyncio.ensure_future(receive())
+        finally:
+            listening.cancel()
+            if not sending.done():
+                sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
 
     def respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
         """The whole synchronous part of a request, on a pool thread."""

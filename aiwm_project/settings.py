@@ -199,6 +199,15 @@ for _entry in AIWM_METRICS_ALLOWED_IPS:
     except ValueError as exc:
         raise ImproperlyConfigured(f"AIWM_METRICS_ALLOWED_IPS: {_entry!r} is not an address or network") from exc
 
+# Live events (GET /api/events): how many recent events a reconnecting browser can resume from,
+# how far one subscriber may fall behind before it is dropped (it reconnects and resumes), the
+# keep-alive comment's period, and a query ticket's lifetime (EventSource cannot send headers).
+AIWM_EVENTS_WINDOW = env.int("AIWM_EVENTS_WINDOW", default=2000)
+AIWM_EVENTS_QUEUE = env.int("AIWM_EVENTS_QUEUE", default=1000)
+AIWM_EVENTS_KEEPALIVE_SECONDS = env.float("AIWM_EVENTS_KEEPALIVE_SECONDS", default=15.0)
+AIWM_EVENTS_TICKET_SECONDS = env.int("AIWM_EVENTS_TICKET_SECONDS", default=60)
+AIWM_EVENTS_STREAM = env.str("AIWM_EVENTS_STREAM", default=f"aiwm-events-{urlparse(REDIS_URL).path.strip('/') or '0'}")
+
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
@@ -291,7 +300,16 @@ SPECTACULAR_SETTINGS = {
         "deployments, executions, conversations and messages. Authenticate with an IAM JWT "
         "(`Authorization: Bearer <token>`); in the embedded default get one from `POST /auth/login`. "
         "Node daemons speak the node protocol at `/ws/node`: its AsyncAPI document is "
-        "[/api-docs/asyncapi.yaml](/api-docs/asyncapi.yaml)."
+        "[/api-docs/asyncapi.yaml](/api-docs/asyncapi.yaml).\n\n"
+        "**Live events** — `GET /api/events` is a Server-Sent Events stream of the caller's organization: "
+        "`node.status`, `node.heartbeat`, `deployment.status`, `execution.progress`, `command.status`. Each "
+        "event's `data` is JSON with `type`, `orgId`, the entity's `_id` and business id (`nodeId`, "
+        "`deploymentId`, `executionId`, `messageId`) and the changed fields. Authenticate with the bearer "
+        "header (fetch-based clients) or, from a browser `EventSource`, with a single-use ticket: "
+        "`POST /api/events/ticket` then `new EventSource('/api/events?ticket=' + ticket)`. Reconnecting "
+        "with `Last-Event-ID` (EventSource does it) replays what was missed within the last "
+        "AIWM_EVENTS_WINDOW events; older than that, a `reset` event says to reload the state. A comment "
+        "line every 15 s keeps proxies from closing an idle stream."
     ),
     "VERSION": AIWM_SERVER_VERSION,
     "SERVE_INCLUDE_SCHEMA": False,

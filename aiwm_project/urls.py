@@ -15,6 +15,7 @@ api_patterns: list = [
     path("", include("deployments.urls")),
     path("", include("executions.urls")),
     path("", include("conversations.urls")),
+    path("", include("console.urls")),
 ]
 
 urlpatterns = [

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from aiwm_project import live_events
 from aiwm_project.datetimes import format_datetime, reported_time
 from aiwm_project.exceptions import NotFoundError, ValidationFailed
 from deployments.choices import DeploymentStatus, EventSeverity, LogLevel
@@ -41,7 +42,8 @@ def deployment_change(
     lock: the changed values are decided against it and the event is appended to its `events`
     (the newest MAX_EVENTS are kept), so nothing written since may be lost. With
     `only_if_changed`, nothing is written (no event either) when every value is already as
-    given. Sends nothing. The writer of every runtime change: the node's reports
+    given. Sends nothing to the node; live subscribers hear of it (`deployment.status`) once it
+    commits. The writer of every runtime change: the node's reports
     (`deployment.status`), the engine's steps and the start/stop requests; REST writes only the
     fields a client may set (through the entity services).
     """
@@ -56,6 +58,18 @@ def deployment_change(
     Deployment.objects.filter(pk=deployment.pk).update(**changed, events=events, updated_at=now)
     for key, value in {**changed, "events": events, "updated_at": now}.items():
         setattr(deployment, key, value)
+    live_events.publish(
+        deployment.owner_org_id,
+        "deployment.status",
+        {
+            "_id": deployment.pk,
+            "deploymentId": deployment.deployment_id,
+            "nodeId": deployment.node_id,
+            "status": deployment.status,
+            **live_events.fields(changed),
+            "event": entry,
+        },
+    )
     return deployment
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from aiwm_project import live_events
 from aiwm_project.auth import Principal
 from aiwm_project.correlation import execution_context
 from aiwm_project.datetimes import format_datetime, parse_iso
@@ -78,10 +79,27 @@ SWEEP_BATCH = 200
 
 
 def _save(execution: Execution, now: datetime, actor_id: str | None = None) -> None:
+    """Write the transition; live subscribers hear of it (`execution.progress`) once it commits."""
     execution.updated_at = now
     if actor_id is not None:
         execution.updated_by = actor_id
     execution.save(update_fields=ENGINE_FIELDS)
+    live_events.publish(
+        execution.owner_org_id,
+        "execution.progress",
+        {
+            "_id": execution.pk,
+            "executionId": execution.execution_id,
+            "status": execution.status,
+            "progress": execution.progress,
+            "error": execution.error,
+            "steps": [
+                {"index": s["index"], "status": s["status"], "progress": s["progress"], "nodeId": s["nodeId"]}
+                for s in execution.steps
+            ],
+            "updatedAt": format_datetime(now),
+        },
+    )
 
 
 # --- client requests --------------------------------------------------------------------------

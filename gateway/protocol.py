@@ -149,7 +149,10 @@ async def session_close(conn: Connection) -> None:
     """The socket is gone: forget it, and mark the node disconnected if it was current."""
     _live.pop(conn.connection_id, None)
     metrics.CONNECTED_SESSIONS.set(len(_live))
-    await db_sync_to_async(services.node_disconnected)(node_pk=conn.identity.node_pk, connection_id=conn.connection_id)
+    identity = conn.identity
+    await db_sync_to_async(services.node_disconnected)(
+        node_pk=identity.node_pk, connection_id=conn.connection_id, org_id=identity.org_id, node_id=identity.node_id
+    )
 
 
 def _check_current(conn: Connection) -> None:

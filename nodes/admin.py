@@ -8,11 +8,13 @@ from django.http import HttpRequest
 from aiwm_project.admin import OwnedModelAdmin
 from nodes.models import Node, NodeCommand, NodeMetric
 from nodes.serializers import NodeSerializer
+from nodes.services import node_update
 
 
 @admin.register(Node)
 class NodeAdmin(OwnedModelAdmin):
     api_serializer = NodeSerializer
+    update_service = staticmethod(node_update)
     list_display = (
         "node_id",
         "name",

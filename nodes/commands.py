@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
-from aiwm_project import metrics, node_bus
+from aiwm_project import live_events, metrics, node_bus
 from aiwm_project.datetimes import format_datetime
 from aiwm_project.exceptions import NotFoundError, ValidationFailed
 from nodes.choices import (
@@ -89,6 +89,7 @@ def send_command(
         metadata=metadata,
         created_by=actor_id,
     )
+    _announce(command)
     # After the caller's transaction commits (at once outside one): a rolled-back command never goes out.
     transaction.on_commit(
         lambda: deliver_command(command_pk=command.pk, command=command, connection_hint=connection_id)
@@ -144,8 +145,26 @@ def _mark_sent(command: NodeCommand, still: dict[str, Any], *, connection_id: st
     now = timezone.now()
     if not rows.update(status=CommandStatus.SENT, sent_at=now, updated_at=now, attempts=F("attempts") + 1):
         return False
-    command.sent_at = now
+    command.status, command.sent_at = CommandStatus.SENT, now
+    _announce(command)
     return True
+
+
+def _announce(command: NodeCommand) -> None:
+    """`command.status` to live subscribers, once the transition commits."""
+    live_events.publish(
+        command.owner_org_id,
+        "command.status",
+        {
+            "_id": command.pk,
+            "messageId": command.message_id,
+            "nodeId": command.node_id,
+            "type": command.type,
+            "status": command.status,
+            "progress": command.progress,
+            "executionId": command.metadata.get("executionId"),
+        },
+    )
 
 
 def _publish(command: NodeCommand, connection_id: str) -> None:
@@ -172,7 +191,8 @@ def commands_pending_for(*, org_id: str, node_id: str) -> list[dict[str, Any]]:
                 status=CommandStatus.SENT, sent_at=now, updated_at=now, attempts=F("attempts") + 1
             )
     for row in rows:
-        row.sent_at = now
+        row.status, row.sent_at = CommandStatus.SENT, now
+        _announce(row)
     return [command_envelope(row) for row in rows]
 
 
@@ -214,6 +234,9 @@ def command_acknowledged(*, org_id: str, node_id: str, original_message_id: Any,
     if not changed:
         command = command_answered(org_id=org_id, node_id=node_id, original_message_id=original)
         logger.info("command.ack %s for %s command %s ignored", message_id, command.status, command.message_id)
+    else:  # nothing was read: the event names the command by its business id alone
+        event = {"messageId": original, "nodeId": node_id, "status": CommandStatus.ACKNOWLEDGED}
+        live_events.publish(org_id, "command.status", event)
     return bool(changed)
 
 
@@ -252,6 +275,8 @@ def command_apply_result(*, command: NodeCommand, data: dict[str, Any], message_
     _applied(command, changes, changed)
     if not changed:
         logger.info("command.result %s for %s command %s ignored", message_id, command.status, command.message_id)
+    else:
+        _announce(command)
     return bool(changed)
 
 
@@ -287,11 +312,12 @@ def command_withdraw(*, message_id: str, reason: str, status: str = CommandStatu
         )
         if command is None:
             return None
-        was_sent = command.status in DELIVERED_COMMAND_STATUSES
         NodeCommand.objects.filter(pk=command.pk).update(
             status=status, completed_at=now, updated_at=now, error={"code": status.upper(), "message": reason[:1000]}
         )
-    if not was_sent:
+        was_status, command.status = command.status, status
+        _announce(command)
+    if was_status not in DELIVERED_COMMAND_STATUSES:
         return None
     metadata = {key: command.metadata[key] for key in ("executionId", "stepIndex") if key in command.metadata}
     return send_command(

@@ -15,7 +15,10 @@ from django.db import connection, transaction
 from django.db.models import Field
 from django.utils import timezone
 
+from aiwm_project import live_events
+from aiwm_project.auth import Principal
 from aiwm_project.exceptions import NotFoundError
+from aiwm_project.services import entity_update
 from nodes.choices import NodeStatus
 from nodes.models import InboundMessage, Node, NodeMetric
 
@@ -120,20 +123,72 @@ def node_connected(*, node_pk: str, connection_id: str) -> str | None:
         before = (
             Node.objects.select_for_update()
             .filter(pk=node_pk, is_deleted=False)
-            .values_list("connection_id", "websocket_connected")
+            .values_list("connection_id", "websocket_connected", "owner_org_id", "node_id")
             .first()
         )
         if before is None:
             return None
         Node.objects.filter(pk=node_pk).update(websocket_connected=True, connection_id=connection_id, updated_at=now)
-    previous, connected = before
+        _announce(before[2], node_pk, before[3], {"websocket_connected": True})
+    previous, connected = before[0], before[1]
     return previous if connected and previous and previous != connection_id else None
 
 
-def node_disconnected(*, node_pk: str, connection_id: str) -> None:
-    """Mark the node disconnected, unless a newer connection already took over (compare-and-swap)."""
-    Node.objects.filter(pk=node_pk, connection_id=connection_id).update(
+def node_disconnected(*, node_pk: str, connection_id: str, org_id: str, node_id: str) -> None:
+    """Mark the node disconnected, unless a newer connection already took over (compare-and-swap).
+    `org_id` and `node_id`: the connection's identity, for the live event."""
+    if Node.objects.filter(pk=node_pk, connection_id=connection_id).update(
         websocket_connected=False, updated_at=timezone.now()
+    ):
+        _announce(org_id, node_pk, node_id, {"websocket_connected": False})
+
+
+def node_update(*, instance: Node, data: dict[str, Any], actor: Principal) -> Node:
+    """A REST or admin edit of a node (the shared entity update); a status change (maintenance
+    and back) is announced to live subscribers."""
+    before = instance.status
+    with transaction.atomic():
+        node = entity_update(instance=instance, data=data, actor=actor)
+        if node.status != before:
+            _announce(node.owner_org_id, node.pk, node.node_id, {"status": node.status})
+    return node
+
+
+# What a node's live events may carry: never its session or token ids.
+ANNOUNCED_FIELDS = frozenset(
+    {
+        "status",
+        "websocket_connected",
+        "last_heartbeat",
+        "registered_at",
+        "cpu_usage",
+        "ram_free",
+        "gpu_devices",
+        "uptime_seconds",
+        "active_deployments",
+        "daemon_version",
+        "hostname",
+    }
+)
+
+
+def _announce(org_id: str, node_pk: str, node_id: str, changes: dict[str, Any]) -> None:
+    live_events.publish(org_id, "node.status", _event(node_pk, node_id, changes))
+
+
+def _event(node_pk: str, node_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    shown = {k: v for k, v in changes.items() if k in ANNOUNCED_FIELDS}
+    return {"_id": node_pk, "nodeId": node_id, **live_events.fields(shown)}
+
+
+def announce_heartbeats(nodes: list[Node], changes: list[dict[str, Any]]) -> None:
+    """`node.heartbeat` for each node of a telemetry batch (one commit hook for the batch)."""
+    live_events.publish_many(
+        (
+            (node.owner_org_id, _event(node.pk, node.node_id, change))
+            for node, change in zip(nodes, changes, strict=True)
+        ),
+        "node.heartbeat",
     )
 
 
@@ -166,6 +221,7 @@ def node_register(*, node_pk: str, connection_id: str, data: dict[str, Any]) -> 
         if gpus is not None:
             changes["gpu_devices"] = gpus
         Node.objects.filter(pk=node_pk).update(**changes)
+        _announce(node.owner_org_id, node.pk, node.node_id, changes)
     for field, value in changes.items():
         setattr(node, field, value)
     return node
@@ -253,15 +309,21 @@ def _ledger_sql(vendor: str, *, guarded: bool) -> str:
 def nodes_mark_stale_offline(*, now: datetime | None = None) -> int:
     """Nodes with no heartbeat for 3 intervals become offline (the periodic sweep).
 
-    One conditional UPDATE: safe to run in several processes at once.
+    Safe to run in several processes at once: each takes the rows it can lock.
     """
     now = now or timezone.now()
     cutoff = now - timedelta(
         milliseconds=settings.AIWM_HEARTBEAT_INTERVAL_MS * settings.AIWM_NODE_OFFLINE_AFTER_HEARTBEATS
     )
-    return Node.objects.filter(is_deleted=False, status=NodeStatus.ONLINE, last_heartbeat__lt=cutoff).update(
-        status=NodeStatus.OFFLINE, updated_at=now
-    )
+    stale = Node.objects.filter(is_deleted=False, status=NodeStatus.ONLINE, last_heartbeat__lt=cutoff)
+    with transaction.atomic():
+        # Read under the rows' locks (SKIP LOCKED: a heartbeat flush holding one wins and the node
+        # is looked at again next pass), so what is announced is exactly what changed.
+        rows = list(stale.select_for_update(skip_locked=True).values_list("pk", "owner_org_id", "node_id"))
+        Node.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(status=NodeStatus.OFFLINE, updated_at=now)
+        for pk, org_id, node_id in rows:
+            _announce(org_id, pk, node_id, {"status": NodeStatus.OFFLINE})
+    return len(rows)
 
 
 def metrics_prune(*, now: datetime | None = None) -> int:

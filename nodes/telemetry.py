@@ -17,7 +17,7 @@ from django.db import DataError, connection, transaction
 from django.db.models import Field, Model
 
 from nodes.models import Node, NodeMetric
-from nodes.services import heartbeat_changes
+from nodes.services import announce_heartbeats, heartbeat_changes
 
 logger = logging.getLogger("aiwm.nodes.telemetry")
 
@@ -54,6 +54,7 @@ def nodes_apply_heartbeats(*, heartbeats: dict[str, Heartbeat]) -> None:
         ]
         if changes:
             (_write_heartbeats_pg if postgres else _write_heartbeats_orm)(changes)
+            announce_heartbeats(nodes, [change for _, change in changes])
 
 
 # What a point's values can make the database or its driver refuse (an out-of-range time, a number
@@ -100,7 +101,7 @@ def _insert_metrics_atomically(points: list[MetricPoint]) -> None:
 # that was most of the gateway's CPU, and the worker thread doing it starved the event loop of
 # the GIL (bench/node_swarm.py, BENCHMARKS.md "Node swarm").
 
-_HEARTBEAT_READ = ("status", "gpu_devices", "ram_total")
+_HEARTBEAT_READ = ("owner_org_id", "node_id", "status", "gpu_devices", "ram_total")
 
 
 def _lock_nodes_orm(pks: list[str]) -> list[Node]:

@@ -25,7 +25,7 @@ from nodes.serializers import (
     NodeTokenSerializer,
     SendCommandSerializer,
 )
-from nodes.services import node_issue_token
+from nodes.services import node_issue_token, node_update
 
 NODE_EXAMPLE_REQUEST = {
     "nodeId": "node-gpu-01",
@@ -71,6 +71,7 @@ NODE_EXAMPLE = {
 class NodeViewSet(EntityViewSet):
     model = Node
     serializer_class = NodeSerializer
+    update_service = staticmethod(node_update)
     filter_fields = {"status": "status", "isLocal": "is_local", "role": "role", "nodeId": "node_id"}
     sort_fields = {
         "createdAt": "created_at",

@@ -10,7 +10,7 @@ from bench.fleetbench.run import FleetResult
 from bench.harness.report import log
 from bench.harness.smoke import Check, judge
 from bench.harness.stats import ms, p50_p99, pct
-from bench.swarm.report import swarm_checks
+from bench.swarm.report import disconnect_timing, swarm_checks
 
 GOAL_P99_MS = 200.0  # heartbeat -> database, every node on one web process
 GOAL_LIST_RATIO = 1.2  # a list's p50 with the fleet reporting, over the idle service's
@@ -68,6 +68,8 @@ def print_results(results: list[FleetResult], args: argparse.Namespace) -> bool:
             + ", ".join(f"{route} {len(r.lists.get(route, []))}" for route in ROUTES)
         )
         log(f"    ack RTT p50 per slice of the window, ms: {', '.join(ms(x) for x in s.rtt_slices)}")
+        if s.disconnect_offsets:
+            log(f"    {disconnect_timing(s.disconnect_offsets, s.window_s)}")
     log("")
     ok = True
     if args.smoke:

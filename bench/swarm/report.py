@@ -71,6 +71,8 @@ def print_results(results: list[RunResult], args: argparse.Namespace) -> bool:
             )
         )
         log(f"    ack RTT p50 per slice of the window, ms: {', '.join(ms(x) for x in r.rtt_slices)}")
+        if r.disconnect_offsets:
+            log(f"    {disconnect_timing(r.disconnect_offsets, r.window_s)}")
         for text, _ in r.checks:
             log(f"    {text}")
         if r.errors:
@@ -129,3 +131,13 @@ def swarm_checks(r: RunResult, who: str = "") -> list[Check]:
         )
         checks += [(f"{who} {text}", held) for text, held in r.checks]
     return checks
+
+
+def disconnect_timing(offsets: list[float], window_s: float) -> str:
+    """When the unexpected disconnects happened, relative to the steady window."""
+    before = [x for x in offsets if x < 0]
+    inside = [x for x in offsets if 0 <= x < window_s]
+    return (
+        f"unexpected disconnects: {len(before)} before the window (ramp and settling), {len(inside)} in it, "
+        f"{len(offsets) - len(before) - len(inside)} after; first at {offsets[0]:+.1f} s, last at {offsets[-1]:+.1f} s"
+    )

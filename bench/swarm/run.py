@@ -75,6 +75,7 @@ class RunResult:
     db_missing: int = 0
     db_expected: int = 0
     disconnects: int = 0
+    disconnect_offsets: list[float] = field(default_factory=list)  # s from the window's start (< 0: before it)
     errors: dict[str, int] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
 
@@ -336,6 +337,7 @@ class SwarmRun:
             for i in range(slices)
         ]
         result.disconnects = sum(len(d["disconnects"]) for d in done)
+        result.disconnect_offsets = sorted(at - t0 for d in done for at in d["disconnects"])
         for d in done:
             for code, n in d["errors"].items():
                 result.errors[code] = result.errors.get(code, 0) + n

@@ -126,6 +126,7 @@ def processes(tmp_path: Path, settings: Any) -> Iterator[Processes]:
         REDIS_URL=url,
         # Its own pub/sub channel: Redis pub/sub ignores database numbers, so parallel runs stay apart.
         AIWM_SOCKETIO_CHANNEL=f"aiwm-socketio-test-{uuid.uuid4().hex}",
+        AIWM_EVENTS_STREAM=f"aiwm-events-test-{uuid.uuid4().hex}",
         IAM_JWT_SECRET=JWT_SECRET,
         AIWM_NODE_TOKEN_SECRET=NODE_TOKEN_SECRET,
         AIWM_IN_PROCESS_SWEEP="false",
