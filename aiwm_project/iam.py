@@ -50,9 +50,18 @@ def local_user_problems(*, username: str, password: str, org_id: str, roles: lis
 
 
 def local_user_upsert(
-    *, username: str, password: str, org_id: str, roles: list[str], group_id: str = "", force: bool = False
+    *,
+    username: str,
+    password: str,
+    org_id: str,
+    roles: list[str],
+    group_id: str = "",
+    force: bool = False,
+    operator: bool = False,
 ) -> tuple[LocalIdentity, bool]:
     """Create the user, or reset its password (and, with `force`, its organization, group and roles).
+    With `operator` the same account also logs in to the admin (staff and superuser: the admin is
+    the installation's); without it an existing account keeps what it had.
 
     Refuses bad attributes (ValidationFailed) and, without `force`, moving an existing user to
     another organization, group or role set (ConflictError): a typo must not silently hand a user
@@ -73,6 +82,8 @@ def local_user_upsert(
                     "pass --force to move it or change its roles"
                 )
         user.set_password(password)
+        if operator:
+            user.is_staff = user.is_superuser = True
         user.save()
         identity, _ = LocalIdentity.objects.update_or_create(
             user=user, defaults={"org_id": org_id, "group_id": group_id, "roles": roles}

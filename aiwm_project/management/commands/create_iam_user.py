@@ -33,11 +33,19 @@ class Command(BaseCommand):
         parser.add_argument(
             "--force", action="store_true", help="allow moving an existing user to another organization or roles"
         )
+        parser.add_argument(
+            "--admin",
+            action="store_true",
+            help="the same account also logs in to the admin at /admin (an operator of the installation)",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         identity, created = _upsert(opts, self._password(opts))
         verb = "Created" if created else "Updated"
-        self.stdout.write(f"{verb} user {opts['username']} (id {identity.iam_user_id}, org {identity.org_id})")
+        where = "POST /auth/login and /admin" if opts["admin"] else "POST /auth/login"
+        self.stdout.write(
+            f"{verb} user {opts['username']} (id {identity.iam_user_id}, org {identity.org_id}); logs in at {where}"
+        )
 
     def _password(self, opts: dict[str, Any]) -> str:
         if opts["password_stdin"]:
@@ -63,6 +71,7 @@ def _upsert(opts: dict[str, Any], password: str) -> Any:
             group_id=opts["group_id"],
             roles=[r.strip() for r in opts["roles"].split(",") if r.strip()],
             force=opts["force"],
+            operator=opts["admin"],
         )
     except ServiceError as exc:
         raise CommandError(" ".join([exc.message, *exc.errors])) from exc

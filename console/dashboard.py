@@ -1,0 +1,183 @@
+"""What the fleet dashboard shows (the admin's index page): reads only, a fixed number of queries
+whatever the fleet's size (`tests/test_dashboard.py` counts them with 100 nodes).
+
+Installation-wide, like the admin: every organization's nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from deployments.choices import DeploymentStatus
+from deployments.models import Deployment
+from executions.choices import ExecutionStatus
+from executions.models import Execution
+from nodes.choices import UNACKNOWLEDGED_COMMAND_STATUSES, CommandStatus, NodeStatus
+from nodes.models import Node, NodeCommand, NodeMetric
+
+NODE_ROWS = 500  # the per-node table: the fleet's first nodes by id (the changelist has them all)
+FAILURES = 8  # latest failures of each kind
+FAILED_EXECUTIONS = (ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT)
+FAILED_COMMANDS = (CommandStatus.FAILED, CommandStatus.EXPIRED)
+# A GPU counts as in use when it computes or holds more than this share of its memory.
+GPU_BUSY_UTILIZATION = 5.0
+GPU_BUSY_MEMORY_SHARE = 0.10
+
+
+def _counts(queryset: Any, statuses: list[str]) -> dict[str, int]:
+    counts = dict.fromkeys(statuses, 0)
+    for row in queryset.values("status").annotate(n=Count("pk")).order_by():
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+def gpu_rows(devices: Any) -> list[dict[str, Any]]:
+    """A node's `gpuDevices` as table rows: memory used/total (MB) and its share, utilization, temperature."""
+    rows = []
+    for device in devices if isinstance(devices, list) else []:
+        if not isinstance(device, dict):
+            continue
+        total, free = device.get("memoryTotal"), device.get("memoryFree")
+        used = max(total - free, 0) if isinstance(total, int | float) and isinstance(free, int | float) else None
+        rows.append(
+            {
+                "device_id": str(device.get("deviceId", "?")),
+                "model": str(device.get("model", "")),
+                "memory_total": total,
+                "memory_used": used,
+                "memory_share": round(100 * used / total) if used is not None and total else None,
+                "utilization": _tidy(device.get("utilization")),
+                "temperature": _tidy(device.get("temperature")),
+            }
+        )
+    return rows
+
+
+def _tidy(value: Any) -> Any:
+    """81.0 as 81 (as the browser writes the same number from the live events)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _busy(gpu: dict[str, Any]) -> bool:
+    utilization = gpu["utilization"] if isinstance(gpu["utilization"], int | float) else 0
+    share = (gpu["memory_share"] or 0) / 100
+    return utilization >= GPU_BUSY_UTILIZATION or share >= GPU_BUSY_MEMORY_SHARE
+
+
+@dataclass
+class FleetOverview:
+    nodes: dict[str, int]
+    connected: int
+    gpus_total: int
+    gpus_busy: int
+    gpu_memory_free_mb: int
+    deployments: dict[str, int]
+    executions_running: int
+    executions_failed_24h: int
+    outbox_waiting: int
+    node_rows: list[dict[str, Any]]
+    node_rows_cut: bool
+    failed_executions: list[Execution]
+    failed_deployments: list[Deployment]
+    failed_commands: list[NodeCommand]
+
+
+def fleet_overview(*, now: datetime | None = None) -> FleetOverview:
+    now = now or timezone.now()
+    live_nodes = Node.objects.filter(is_deleted=False)
+    rows = list(
+        live_nodes.order_by("node_id", "owner_org_id").values(
+            "id", "node_id", "name", "owner_org_id", "status", "websocket_connected", "last_heartbeat", "gpu_devices"
+        )[: NODE_ROWS + 1]
+    )
+    node_rows = [{**row, "gpus": gpu_rows(row["gpu_devices"])} for row in rows[:NODE_ROWS]]
+    # Fleet-wide GPU figures over every node that reports (not offline), in one read of the GPU state.
+    gpus = [
+        gpu
+        for devices in live_nodes.exclude(status=NodeStatus.OFFLINE).values_list("gpu_devices", flat=True)
+        for gpu in gpu_rows(devices)
+    ]
+    executions = Execution.objects.filter(is_deleted=False)
+    failed_recently = executions.filter(status__in=FAILED_EXECUTIONS, completed_at__gte=now - timedelta(hours=24))
+    execution_counts = executions.aggregate(
+        running=Count("pk", filter=Q(status=ExecutionStatus.RUNNING)),
+        failed=Count("pk", filter=Q(pk__in=failed_recently.values("pk"))),
+    )
+    return FleetOverview(
+        nodes=_counts(live_nodes, NodeStatus.values),
+        connected=live_nodes.filter(websocket_connected=True).count(),
+        gpus_total=len(gpus),
+        gpus_busy=sum(1 for gpu in gpus if _busy(gpu)),
+        gpu_memory_free_mb=int(sum(g["memory_total"] - g["memory_used"] for g in gpus if g["memory_used"] is not None)),
+        deployments=_counts(Deployment.objects.filter(is_deleted=False), DeploymentStatus.values),
+        executions_running=execution_counts["running"],
+        executions_failed_24h=execution_counts["failed"],
+        outbox_waiting=NodeCommand.objects.filter(status__in=UNACKNOWLEDGED_COMMAND_STATUSES).count(),
+        node_rows=node_rows,
+        node_rows_cut=len(rows) > NODE_ROWS,
+        failed_executions=list(executions.filter(status__in=FAILED_EXECUTIONS).order_by("-completed_at")[:FAILURES]),
+        failed_deployments=list(
+            Deployment.objects.filter(is_deleted=False, status=DeploymentStatus.FAILED).order_by("-updated_at")[
+                :FAILURES
+            ]
+        ),
+        failed_commands=list(NodeCommand.objects.filter(status__in=FAILED_COMMANDS).order_by("-updated_at")[:FAILURES]),
+    )
+
+
+def summary(overview: FleetOverview) -> dict[str, Any]:
+    """The dashboard's cards as JSON (what its live refresh fetches)."""
+    return {
+        "nodes": overview.nodes,
+        "connected": overview.connected,
+        "gpusTotal": overview.gpus_total,
+        "gpusBusy": overview.gpus_busy,
+        "gpuMemoryFreeMb": overview.gpu_memory_free_mb,
+        "deployments": overview.deployments,
+        "executionsRunning": overview.executions_running,
+        "executionsFailed24h": overview.executions_failed_24h,
+        "outboxWaiting": overview.outbox_waiting,
+    }
+
+
+MAX_CHART_POINTS = 360
+
+
+def gpu_series(*, node: Node, seconds: int, now: datetime | None = None) -> dict[str, Any]:
+    """A node's GPU utilization and memory use over the last `seconds` from its metric points,
+    per device, thinned to at most MAX_CHART_POINTS points (every n-th point)."""
+    now = now or timezone.now()
+    points = list(
+        NodeMetric.objects.filter(
+            owner_org_id=node.owner_org_id, node_id=node.node_id, timestamp__gte=now - timedelta(seconds=seconds)
+        )
+        .order_by("timestamp")
+        .values_list("timestamp", "data")
+    )
+    step = max(1, len(points) // MAX_CHART_POINTS)
+    devices: dict[str, dict[str, list[Any]]] = {}
+    for at, data in points[::step]:
+        for gpu in data.get("gpu", []) if isinstance(data, dict) and isinstance(data.get("gpu"), list) else []:
+            if not isinstance(gpu, dict) or not isinstance(gpu.get("deviceId"), str):
+                continue
+            series = devices.setdefault(gpu["deviceId"], {"t": [], "utilization": [], "memory": []})
+            total, used = gpu.get("memoryTotal"), gpu.get("memoryUsed")
+            share = (
+                100 * used / total
+                if isinstance(total, int | float) and isinstance(used, int | float) and total
+                else None
+            )
+            series["t"].append(int(at.timestamp()))
+            series["utilization"].append(gpu.get("utilization"))
+            series["memory"].append(round(share, 1) if share is not None else None)
+    return {
+        "nodeId": node.node_id,
+        "from": int((now - timedelta(seconds=seconds)).timestamp()),
+        "to": int(now.timestamp()),
+        "devices": devices,
+    }

@@ -1,0 +1,117 @@
+"""The fleet dashboard (the admin's index) and the console's admin pages, through the test client:
+its figures, bounded queries with 100 nodes, the GPU history, and one operator identity."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from aiwm_project.auth import decode_token
+from executions.choices import ExecutionStatus
+from tests.support.factories import AIModelFactory, DeploymentFactory, ExecutionFactory, NodeFactory, NodeMetricFactory
+from tests.support.personas import ORG_A
+
+pytestmark = pytest.mark.django_db
+
+
+def gpu(device: str, used: int, utilization: float) -> dict[str, Any]:
+    return {
+        "deviceId": device,
+        "model": "H100",
+        "memoryTotal": 80000,
+        "memoryFree": 80000 - used,
+        "utilization": utilization,
+    }
+
+
+def fleet(nodes: int) -> None:
+    for i in range(nodes):
+        devices = [gpu(f"GPU-{d}", 40000 if d == 0 else 0, 90.0 if d == 0 else 0.0) for d in range(8)]
+        NodeFactory.create(node_id=f"node-{i:03d}", gpu_devices=devices, status="online" if i % 2 else "offline")
+
+
+def test_the_dashboard_shows_the_fleet_with_a_fixed_number_of_queries(operator: Client) -> None:
+    fleet(10)
+    with CaptureQueriesContext(connection) as few:
+        assert operator.get("/admin/").status_code == 200
+    fleet_more = 90
+    for i in range(10, 10 + fleet_more):
+        NodeFactory.create(node_id=f"node-{i:03d}", gpu_devices=[gpu("GPU-0", 100, 1.0)], status="online")
+    with CaptureQueriesContext(connection) as many:
+        page = operator.get("/admin/")
+    assert page.status_code == 200
+    assert len(many) == len(few), [q["sql"][:120] for q in many.captured_queries]  # no query per node
+    html = page.content.decode()
+    assert html.count('data-device="GPU-') == 10 * 8 + fleet_more
+    summary = operator.get("/admin/console/summary.json").json()
+    assert summary["nodes"] == {"online": 5 + fleet_more, "offline": 5, "maintenance": 0}
+    # Online nodes only: 5 with one busy GPU of 8 (40 GB used of 80), 90 with a barely used one.
+    assert summary["gpusTotal"] == 5 * 8 + fleet_more and summary["gpusBusy"] == 5
+    assert summary["gpuMemoryFreeMb"] == 5 * (8 * 80000 - 40000) + fleet_more * (80000 - 100)
+
+
+def test_latest_failures_link_to_their_pages(operator: Client) -> None:
+    NodeFactory.create(node_id="node-gpu-01")
+    failed = ExecutionFactory.create(execution_id="exec-broken")
+    type(failed).objects.filter(pk=failed.pk).update(
+        status=ExecutionStatus.FAILED, completed_at=timezone.now(), error={"code": "STEP_TIMEOUT", "message": "slow"}
+    )
+    AIModelFactory.create(model_id="m1", name="M", node_id="node-gpu-01")
+    deployment = DeploymentFactory.create(deployment_id="dep-broken", model_id="m1", node_id="node-gpu-01")
+    type(deployment).objects.filter(pk=deployment.pk).update(status="failed", events=[{"message": "out of memory"}])
+    html = operator.get("/admin/").content.decode()
+    assert f"/admin/executions/execution/{failed.pk}/change/" in html and "STEP_TIMEOUT slow" in html
+    assert f"/admin/deployments/deployment/{deployment.pk}/change/" in html and "out of memory" in html
+
+
+def test_gpu_history_per_device_in_the_chosen_range(operator: Client) -> None:
+    node = NodeFactory.create(node_id="node-gpu-01")
+    now = timezone.now()
+    for minutes, util in ((90, 10), (30, 50), (5, 70)):
+        point = {"deviceId": "GPU-0", "utilization": util, "memoryTotal": 1000, "memoryUsed": 250}
+        NodeMetricFactory.create(timestamp=now - timedelta(minutes=minutes), data={"gpu": [point]})
+    url = "/admin/console/gpu-series.json"
+    hour = operator.get(f"{url}?node={node.pk}&seconds=3600").json()
+    assert hour["devices"]["GPU-0"]["utilization"] == [50, 70] and hour["devices"]["GPU-0"]["memory"] == [25.0, 25.0]
+    day = operator.get(f"{url}?node={node.pk}&seconds=86400").json()
+    assert day["devices"]["GPU-0"]["utilization"] == [10, 50, 70]
+    assert operator.get(f"{url}?node={node.pk}&seconds=5").status_code == 400
+    assert operator.get(f"{url}?node=nope&seconds=3600").status_code == 404
+    assert Client().get("/admin/console/gpu-series.json").status_code == 302  # the admin's login first
+
+
+def test_one_account_logs_in_to_the_admin_and_the_api_and_takes_a_token_from_the_admin() -> None:
+    out = io.StringIO()
+    call_command(
+        "create_iam_user", "--username", "ops", "--password", "pw-ops-1", "--org-id", ORG_A,
+        "--roles", "organization.owner", "--admin", stdout=out,
+    )  # fmt: skip
+    assert "/auth/login and /admin" in out.getvalue()
+    api = APIClient().post("/auth/login", {"username": "ops", "password": "pw-ops-1"}, format="json")
+    assert api.status_code == 200
+    browser = Client()
+    assert browser.login(username="ops", password="pw-ops-1")
+    assert browser.get("/admin/").status_code == 200
+    page = browser.post("/admin/api-token/", {"lifetime": "3600"})
+    assert page.status_code == 200 and "no-store" in page["Cache-Control"]
+    token = page.context["token"]
+    claims = decode_token(token)
+    assert claims["orgId"] == ORG_A and claims["exp"] - claims["iat"] == 3600
+    assert APIClient(HTTP_AUTHORIZATION=f"Bearer {token}").get("/api/nodes").status_code == 200
+    assert "error" in browser.post("/admin/api-token/", {"lifetime": "999999999"}).context  # only the offered ones
+
+
+def test_an_admin_account_without_iam_attributes_is_told_how_to_get_them(operator: Client, settings: Any) -> None:
+    page = operator.get("/admin/api-token/").content.decode()
+    assert "create_iam_user --username ops" in page and "--admin" in page
+    settings.IAM_JWT_SECRET = ""
+    assert "external IAM" in operator.get("/admin/api-token/").content.decode()
