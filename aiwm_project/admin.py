@@ -9,12 +9,16 @@ as the API (reference checks, audit stamps, soft delete), never a bare `save()`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from aiwm_project import services
 from aiwm_project.api.errors import flatten_validation_errors
@@ -36,10 +40,57 @@ AUDIT_FIELDS = (
 )
 
 
+# Status values by how an operator should read them (the badges' colours).
+GOOD_STATUSES = {"online", "running", "completed", "succeeded", "ready", "healthy", "acknowledged", "sent"}
+WARN_STATUSES = {"maintenance", "pending", "queued", "downloading", "unknown", "cancelled", "stopped"}
+BAD_STATUSES = {"offline", "failed", "timeout", "error", "expired", "unhealthy"}
+
+
+def status_badge(value: Any) -> str:
+    """A status as a coloured badge (console/static/console/admin.css)."""
+    text = str(value or "-")
+    kind = "ok" if text in GOOD_STATUSES else "bad" if text in BAD_STATUSES else "warn" if text in WARN_STATUSES else ""
+    return format_html('<span class="aiwm-badge {}" data-status="{}">{}</span>', kind, text, text)
+
+
 def admin_actor(request: HttpRequest, obj: OwnedModel) -> Principal:
     """Admin edits are audited as `admin:<username>` acting in the record's own organization."""
     username = request.user.get_username() if request.user.is_authenticated else "anonymous"
     return Principal(user_id=f"admin:{username}", org_id=obj.owner_org_id, roles=("organization.owner",))
+
+
+class DeletedFilter(admin.SimpleListFilter):
+    """Soft-deleted rows are hidden unless asked for: an operator's lists show what is live."""
+
+    title = "deleted"
+    parameter_name = "is_deleted__exact"  # the stock boolean filter's parameter: old links keep working
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("0", "No (live)"), ("1", "Yes (deleted)"), ("all", "All")]
+
+    def choices(self, changelist: Any) -> Any:
+        current = self.value() or "0"
+        for value, label in self.lookup_choices:
+            yield {
+                "selected": current == value,
+                "query_string": changelist.get_query_string({self.parameter_name: value}),
+                "display": label,
+            }
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value() or "0"
+        if value == "all":
+            return queryset
+        return queryset.filter(is_deleted=value == "1")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A button on a record's page: `call(obj, actor)` is the same service the API calls."""
+
+    label: str
+    call: Callable[[Any, Principal], Any]
+    done: str
 
 
 class OwnedModelAdmin(admin.ModelAdmin):
@@ -53,6 +104,42 @@ class OwnedModelAdmin(admin.ModelAdmin):
     api_serializer: Any = None
     update_service: Callable[..., Any] = staticmethod(services.entity_update)
     delete_service: Callable[..., Any] = staticmethod(services.entity_delete)
+
+    # Buttons on the record's page (templates/admin/change_form.html), by URL name.
+    operations: dict[str, Operation] = {}
+
+    def get_urls(self) -> list[Any]:
+        opts = self.model._meta
+        operate = path(
+            "<path:object_id>/operate/<str:name>/",
+            self.admin_site.admin_view(self.operate_view),
+            name=f"{opts.app_label}_{opts.model_name}_operate",
+        )
+        return [operate, *super().get_urls()]
+
+    def operate_view(self, request: HttpRequest, object_id: str, name: str) -> HttpResponse:
+        """POST only (CSRF-checked like every admin form); the service's refusal is shown, not raised."""
+        operation = self.operations.get(name)
+        obj = self.get_object(request, object_id)
+        if request.method != "POST" or operation is None or obj is None:
+            raise Http404("no such operation")
+        if not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        try:
+            operation.call(obj, admin_actor(request, obj))
+        except ServiceError as exc:
+            self.message_user(request, f"{obj}: {exc.message} {' '.join(exc.errors)}".strip(), messages.ERROR)
+        else:
+            self.message_user(request, f"{obj}: {operation.done}.", messages.SUCCESS)
+        opts = self.model._meta
+        return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]))
+
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        context["operations"] = [(name, op.label) for name, op in self.operations.items()]
+        return super().render_change_form(request, context, *args, **kwargs)
+
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        return [DeletedFilter if f == "is_deleted" else f for f in super().get_list_filter(request)] or [DeletedFilter]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         model: type[OwnedModel] = self.model

@@ -332,6 +332,7 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 LANGUAGE_CODE = "en-us"
 USE_I18N = False
+FORMAT_MODULE_PATH = ["aiwm_project.formats"]  # the admin's times with seconds and the zone
 
 # plain: one readable line per record; json: one JSON object per line, for log collectors.
 AIWM_LOG_FORMAT = env.str("AIWM_LOG_FORMAT", default="plain").strip().lower()

@@ -19,6 +19,7 @@ from executions.choices import ExecutionStatus
 from executions.models import Execution
 from nodes.choices import UNACKNOWLEDGED_COMMAND_STATUSES, CommandStatus, NodeStatus
 from nodes.models import Node, NodeCommand, NodeMetric
+from nodes.selectors import gpu_rows
 
 NODE_ROWS = 500  # the per-node table: the fleet's first nodes by id (the changelist has them all)
 FAILURES = 8  # latest failures of each kind
@@ -34,33 +35,6 @@ def _counts(queryset: Any, statuses: list[str]) -> dict[str, int]:
     for row in queryset.values("status").annotate(n=Count("pk")).order_by():
         counts[row["status"]] = row["n"]
     return counts
-
-
-def gpu_rows(devices: Any) -> list[dict[str, Any]]:
-    """A node's `gpuDevices` as table rows: memory used/total (MB) and its share, utilization, temperature."""
-    rows = []
-    for device in devices if isinstance(devices, list) else []:
-        if not isinstance(device, dict):
-            continue
-        total, free = device.get("memoryTotal"), device.get("memoryFree")
-        used = max(total - free, 0) if isinstance(total, int | float) and isinstance(free, int | float) else None
-        rows.append(
-            {
-                "device_id": str(device.get("deviceId", "?")),
-                "model": str(device.get("model", "")),
-                "memory_total": total,
-                "memory_used": used,
-                "memory_share": round(100 * used / total) if used is not None and total else None,
-                "utilization": _tidy(device.get("utilization")),
-                "temperature": _tidy(device.get("temperature")),
-            }
-        )
-    return rows
-
-
-def _tidy(value: Any) -> Any:
-    """81.0 as 81 (as the browser writes the same number from the live events)."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _busy(gpu: dict[str, Any]) -> bool:

@@ -1,11 +1,15 @@
 """Operator view of deployments: what runs where, in which environment, and how it is doing."""
 
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
 
-from aiwm_project.admin import AUDIT_FIELDS, OwnedModelAdmin
+from aiwm_project.admin import AUDIT_FIELDS, Operation, OwnedModelAdmin, status_badge
 from deployments.models import Deployment, DeploymentLog
 from deployments.serializers import DeploymentSerializer
-from executions.workflows import deployment_delete
+from executions.models import Execution
+from executions.workflows import deployment_delete, deployment_start, deployment_stop
 from nodes.admin import ReadOnlyAdmin
 
 
@@ -18,7 +22,7 @@ class DeploymentAdmin(OwnedModelAdmin):
         "deployment_id",
         "name",
         "environment",
-        "status",
+        "status_badge",
         "is_running",
         "model_id",
         "node_id",
@@ -31,7 +35,77 @@ class DeploymentAdmin(OwnedModelAdmin):
     list_filter = ("status", "environment", "is_running", "deployment_type", "hardware_profile", "is_deleted")
     search_fields = ("deployment_id", "name", "model_id", "node_id", "container_name", "owner_org_id")
     # The event log is appended by services under a row lock; an admin form save would race it.
-    readonly_fields = (*AUDIT_FIELDS, "events")
+    exclude = ("events",)
+    readonly_fields = (*AUDIT_FIELDS, "events_table", "moving_execution", "recent_logs")
+    actions = [*OwnedModelAdmin.actions, "start_selected", "stop_selected"]
+    operations = {
+        "start": Operation("Start", lambda obj, actor: deployment_start(deployment=obj, actor=actor), "starting"),
+        "stop": Operation("Stop", lambda obj, actor: deployment_stop(deployment=obj, actor=actor), "stopping"),
+    }
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Deployment) -> str:
+        return status_badge(obj.status)
+
+    @admin.action(description="Start selected deployments")
+    def start_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self.run_service_action(
+            request, queryset, "Starting", lambda obj, actor: deployment_start(deployment=obj, actor=actor)
+        )
+
+    @admin.action(description="Stop selected deployments")
+    def stop_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self.run_service_action(
+            request, queryset, "Stopping", lambda obj, actor: deployment_stop(deployment=obj, actor=actor)
+        )
+
+    @admin.display(description="events")
+    def events_table(self, obj: Deployment) -> str:
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (e.get("timestamp"), status_badge(e.get("severity")), e.get("event"), e.get("message"))
+                for e in reversed(obj.events or [])
+                if isinstance(e, dict)
+            ),
+        )
+        return format_html(
+            "<table class='aiwm-table'><tr><th>time</th><th>severity</th><th>event</th><th>message</th></tr>{}</table>",
+            rows or format_html("<tr><td colspan='4'>no events</td></tr>"),
+        )
+
+    @admin.display(description="execution moving it")
+    def moving_execution(self, obj: Deployment) -> str:
+        execution = (
+            Execution.objects.filter(
+                owner_org_id=obj.owner_org_id,
+                resource_type="deployment",
+                resource_id=obj.deployment_id,
+                is_deleted=False,
+            )
+            .order_by("-created_at")
+            .first()
+        )
+        if execution is None:
+            return "none"
+        return format_html(
+            "<a href='/admin/executions/execution/{}/change/'>{}</a> ({}) {}",
+            execution.pk,
+            execution.execution_id,
+            execution.type,
+            status_badge(execution.status),
+        )
+
+    @admin.display(description="recent logs")
+    def recent_logs(self, obj: Deployment) -> str:
+        logs = DeploymentLog.objects.filter(owner_org_id=obj.owner_org_id, deployment_id=obj.deployment_id)
+        lines = format_html_join(
+            "\n",
+            "{:%Y-%m-%d %H:%M:%S} {} {}",
+            ((line.timestamp, line.level, line.message) for line in logs.order_by("-timestamp")[:50]),
+        )
+        return format_html("<div class='aiwm-json'>{}</div>", lines or "no logs")
 
 
 @admin.register(DeploymentLog)

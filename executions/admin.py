@@ -13,9 +13,11 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from aiwm_project.admin import OwnedModelAdmin
+from aiwm_project.admin import Operation, OwnedModelAdmin, status_badge
+from aiwm_project.datetimes import parse_iso
 from executions.choices import ExecutionStatus, StepStatus
 from executions.engine import execution_cancel, execution_retry, execution_start
 from executions.models import Execution
@@ -33,7 +35,7 @@ class ExecutionAdmin(OwnedModelAdmin):
         "name",
         "category",
         "type",
-        "status",
+        "status_badge",
         "progress",
         "step_summary",
         "node_id",
@@ -73,6 +75,19 @@ class ExecutionAdmin(OwnedModelAdmin):
     delete_service = staticmethod(execution_delete)
 
     actions = [*OwnedModelAdmin.actions, "start_selected", "cancel_selected", "retry_failed_steps", "retry_all_steps"]
+    operations = {
+        "start": Operation("Start", lambda obj, actor: execution_start(pk=obj.pk, actor=actor), "started"),
+        "cancel": Operation(
+            "Cancel",
+            lambda obj, actor: execution_cancel(pk=obj.pk, reason="Cancelled by an operator", actor=actor),
+            "cancelled",
+        ),
+        "retry": Operation(
+            "Retry failed steps",
+            lambda obj, actor: execution_retry(pk=obj.pk, reset_steps=False, actor=actor),
+            "retried",
+        ),
+    }
 
     # The engine's operations, as the API offers them (same services, same refusals).
     @admin.action(description="Start selected (pending) executions")
@@ -108,6 +123,10 @@ class ExecutionAdmin(OwnedModelAdmin):
             return (*fields, *PENDING_ONLY_FIELDS)
         return fields
 
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Execution) -> str:
+        return status_badge(obj.status)
+
     @admin.display(description="Steps")
     def step_summary(self, obj: Execution) -> str:
         """`3 steps: 1 completed, 1 running, 1 pending` (in the step state machine's order)."""
@@ -120,25 +139,50 @@ class ExecutionAdmin(OwnedModelAdmin):
 
     @admin.display(description="Steps")
     def steps_table(self, obj: Execution) -> str:
+        """The steps as a timeline: when each ran and for how long, the failing one highlighted with
+        its error, each linked to the command it sent."""
         rows = format_html_join(
             "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class='{}'><td>{}</td><td>{}</td><td>{}</td><td>{}%</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td>{}</td><td>{}</td><td>{}</td></tr>",
             (
                 (
+                    "aiwm-failed" if step.get("status") == StepStatus.FAILED else "",
                     step.get("index"),
                     step.get("name"),
-                    step.get("status"),
+                    status_badge(step.get("status")),
                     step.get("progress"),
-                    (step.get("command") or {}).get("type") or "-",
+                    _command_link(step),
                     step.get("nodeId") or "-",
                     ", ".join(str(d) for d in step.get("dependsOn") or []) or "-",
+                    (step.get("startedAt") or "-").replace("T", " "),
+                    _duration(step),
                     (step.get("error") or {}).get("message") or "",
                 )
                 for step in obj.steps or []
             ),
         )
         return format_html(
-            "<table><tr><th>#</th><th>name</th><th>status</th><th>progress</th><th>command</th>"
-            "<th>node</th><th>depends on</th><th>error</th></tr>{}</table>",
+            "<table class='aiwm-table aiwm-timeline'><tr><th>#</th><th>name</th><th>status</th><th>progress</th>"
+            "<th>command</th><th>node</th><th>depends on</th><th>started</th><th>took</th><th>error</th></tr>"
+            "{}</table>",
             rows,
         )
+
+
+def _command_link(step: dict[str, Any]) -> str:
+    kind = (step.get("command") or {}).get("type")
+    if not kind:
+        return "-"
+    sent = step.get("sentMessageId")
+    if not sent:
+        return str(kind)
+    return format_html("<a href='/admin/nodes/nodecommand/?q={}'>{}</a>", sent, kind)
+
+
+def _duration(step: dict[str, Any]) -> str:
+    started, ended = parse_iso(step.get("startedAt")), parse_iso(step.get("completedAt"))
+    if started is None:
+        return "-"
+    seconds = ((ended or timezone.now()) - started).total_seconds()
+    return f"{seconds:.1f} s" + ("" if ended else " (running)")

@@ -74,3 +74,14 @@ def test_gateway_records_are_browsable_but_read_only(operator: Client, personas:
     for url in ("/admin/nodes/nodecommand/", "/admin/nodes/nodemetric/", "/admin/deployments/deploymentlog/"):
         assert operator.get(url).status_code == 200, url
     assert operator.get("/admin/nodes/nodecommand/add/").status_code == 403
+
+
+def test_lists_hide_soft_deleted_rows_unless_asked(operator: Client) -> None:
+    NodeFactory.create(node_id="node-live")
+    gone = NodeFactory.create(node_id="node-gone")
+    type(gone).objects.filter(pk=gone.pk).update(is_deleted=True)
+    url = "/admin/nodes/node/"
+    shown = lambda params: {n.node_id for n in operator.get(url, params).context["cl"].result_list}  # noqa: E731
+    assert shown({}) == {"node-live"}
+    assert shown({"is_deleted__exact": "1"}) == {"node-gone"}
+    assert shown({"is_deleted__exact": "all"}) == {"node-live", "node-gone"}
