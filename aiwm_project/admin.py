@@ -8,6 +8,7 @@ as the API (reference checks, audit stamps, soft delete), never a bare `save()`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
@@ -84,6 +86,19 @@ class DeletedFilter(admin.SimpleListFilter):
         return queryset.filter(is_deleted=value == "1")
 
 
+class PrettyJSONField(forms.JSONField):
+    """JSON documents in an edit form as an indented, monospace block rather than one long line."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", forms.Textarea(attrs={"class": "aiwm-json-edit", "rows": 12, "cols": 100}))
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value
+        return json.dumps(value, ensure_ascii=False, indent=2, cls=self.encoder)
+
+
 @dataclass(frozen=True)
 class Operation:
     """A button on a record's page: `call(obj, actor)` is the same service the API calls."""
@@ -105,6 +120,7 @@ class OwnedModelAdmin(admin.ModelAdmin):
     update_service: Callable[..., Any] = staticmethod(services.entity_update)
     delete_service: Callable[..., Any] = staticmethod(services.entity_delete)
 
+    formfield_overrides = {models.JSONField: {"form_class": PrettyJSONField}}
     # Buttons on the record's page (templates/admin/change_form.html), by URL name.
     operations: dict[str, Operation] = {}
 

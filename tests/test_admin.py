@@ -85,3 +85,36 @@ def test_lists_hide_soft_deleted_rows_unless_asked(operator: Client) -> None:
     assert shown({}) == {"node-live"}
     assert shown({"is_deleted__exact": "1"}) == {"node-gone"}
     assert shown({"is_deleted__exact": "all"}) == {"node-live", "node-gone"}
+
+
+def test_changelists_cost_the_same_queries_with_10_or_100_nodes(operator: Client) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.support.factories import AIModelFactory, DeploymentFactory
+
+    def grow(start: int, end: int) -> None:
+        for i in range(start, end):
+            node = NodeFactory.create(node_id=f"node-{i:03d}", gpu_devices=[{"deviceId": "GPU-0", "memoryTotal": 1}])
+            AIModelFactory.create(model_id=f"model-{i:03d}", name="M", node_id=node.node_id)
+            DeploymentFactory.create(deployment_id=f"dep-{i:03d}", model_id=f"model-{i:03d}", node_id=node.node_id)
+            NodeCommandFactory.create(node_id=node.node_id)
+
+    urls = [f"/admin/{m._meta.app_label}/{m._meta.model_name}/" for m in owned_models()] + [
+        "/admin/nodes/nodecommand/",
+        "/admin/nodes/nodemetric/",
+        "/admin/",
+    ]
+
+    def queries() -> dict[str, int]:
+        counts = {}
+        for url in urls:
+            with CaptureQueriesContext(connection) as captured:
+                assert operator.get(url).status_code == 200, url
+            counts[url] = len(captured)
+        return counts
+
+    grow(0, 10)
+    few = queries()
+    grow(10, 100)
+    assert queries() == few  # no query per row on any list
