@@ -62,7 +62,12 @@ class NodeConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
         connection_id = f"{node_bus.PLAIN_WEBSOCKET_PREFIX}{uuid.uuid4().hex}"
-        self.conn = protocol.Connection(identity=identity, connection_id=connection_id, current_only=True)
+        self.conn = protocol.Connection(
+            identity=identity,
+            connection_id=connection_id,
+            current_only=True,
+            remote_address=protocol.peer_address(self.scope),
+        )
         self.group = node_bus.group_for(identity.org_id, identity.node_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         # Commands for this connection alone (node_bus.publish with the node's connection_id).

@@ -62,6 +62,8 @@ class Connection:
     current_only: bool = False
     # Why this session is over while its socket is still open ("SUPERSEDED", "NODE_DELETED").
     ended: str | None = None
+    # The peer's address as the server saw it (behind a trusted proxy: X-Forwarded-For's).
+    remote_address: str = ""
 
     def __post_init__(self) -> None:
         self.tokens = float(settings.AIWM_NODE_RATE_BURST)
@@ -83,6 +85,12 @@ def envelope(type: str, data: dict[str, Any] | None = None, **extra: Any) -> dic
     if data is not None:
         message["data"] = data
     return message
+
+
+def peer_address(scope: dict[str, Any]) -> str:
+    """The client address of an ASGI scope ("" when the server gives none)."""
+    client = scope.get("client")
+    return str(client[0]) if client else ""
 
 
 def connection_ack(conn: Connection) -> dict[str, Any]:
@@ -130,7 +138,7 @@ async def session_open(conn: Connection) -> None:
     _live[conn.connection_id] = conn
     metrics.CONNECTED_SESSIONS.set(len(_live))
     superseded = await db_sync_to_async(services.node_connected)(
-        node_pk=conn.identity.node_pk, connection_id=conn.connection_id
+        node_pk=conn.identity.node_pk, connection_id=conn.connection_id, remote_address=conn.remote_address
     )
     if superseded is None:
         return

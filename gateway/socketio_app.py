@@ -39,7 +39,12 @@ class NodeNamespace(socketio.AsyncNamespace):
             reason = str(exc)
             refusal = {"code": "UNAUTHORIZED", "message": reason}
             raise socketio.exceptions.ConnectionRefusedError(reason, refusal) from exc
-        conn = protocol.Connection(identity=identity, connection_id=sid, current_only=True)
+        conn = protocol.Connection(
+            identity=identity,
+            connection_id=sid,
+            current_only=True,
+            remote_address=protocol.peer_address(environ.get("asgi.scope", {})),
+        )
         await self.save_session(sid, {"conn": conn})
         await self.enter_room(sid, node_bus.group_for(identity.org_id, identity.node_id))
         # The node's one current session from here on: an older one is sent SUPERSEDED and closed.

@@ -26,6 +26,8 @@ RECENT_COMMANDS = 20
 # Reported by the daemon or kept by the gateway: never typed by hand.
 TELEMETRY_FIELDS = (
     "websocket_connected",
+    "connected_at",
+    "remote_address",
     "last_heartbeat",
     "registered_at",
     "cpu_usage",

@@ -46,6 +46,9 @@ class Node(OwnedModel):
     token_id = models.CharField(max_length=64, blank=True, default="")
     # The connection that speaks for the node now; a stale connection's disconnect is ignored.
     connection_id = models.CharField(max_length=64, blank=True, default="")
+    # The current session, for operators (admin): when it began and the address it came from.
+    connected_at = models.DateTimeField(null=True, blank=True)
+    remote_address = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         constraints = tenant_constraints("node", "node_id")

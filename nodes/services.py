@@ -112,7 +112,7 @@ def node_issue_token(*, node: Node, actor_id: str) -> tuple[str, datetime]:
     return token, datetime.fromtimestamp(expires, tz=UTC)
 
 
-def node_connected(*, node_pk: str, connection_id: str) -> str | None:
+def node_connected(*, node_pk: str, connection_id: str, remote_address: str = "") -> str | None:
     """The daemon holds a socket now; this connection is the node's one current session.
 
     Returns the connection it supersedes (the node's connected one before, if another), which the
@@ -128,7 +128,13 @@ def node_connected(*, node_pk: str, connection_id: str) -> str | None:
         )
         if before is None:
             return None
-        Node.objects.filter(pk=node_pk).update(websocket_connected=True, connection_id=connection_id, updated_at=now)
+        Node.objects.filter(pk=node_pk).update(
+            websocket_connected=True,
+            connection_id=connection_id,
+            connected_at=now,
+            remote_address=remote_address[:64],
+            updated_at=now,
+        )
         _announce(before[2], node_pk, before[3], {"websocket_connected": True})
     previous, connected = before[0], before[1]
     return previous if connected and previous and previous != connection_id else None

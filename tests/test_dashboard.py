@@ -115,3 +115,28 @@ def test_an_admin_account_without_iam_attributes_is_told_how_to_get_them(operato
     assert "create_iam_user --username ops" in page and "--admin" in page
     settings.IAM_JWT_SECRET = ""
     assert "external IAM" in operator.get("/admin/api-token/").content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_node_page_shows_its_current_session(gateway: Any) -> None:
+    from asgiref.sync import async_to_sync
+    from django.contrib.auth import get_user_model
+
+    from nodes.models import Node
+    from tests.support.daemons import daemon_for
+
+    node, token = NodeFactory.with_token(node_id="node-gpu-01")
+
+    async def scenario() -> None:
+        async with daemon_for(gateway, {"token": token}) as daemon:
+            await daemon.register(daemonVersion="1.4.2")
+
+    async_to_sync(scenario)()
+    seen = Node.objects.get(pk=node.pk)
+    assert seen.remote_address == "127.0.0.1" and seen.connected_at is not None
+    operator = Client()
+    operator.force_login(get_user_model().objects.create_superuser("ops2", "o@example.com", "pw"))
+    page = operator.get(f"/admin/nodes/node/{node.pk}/change/").content.decode()
+    for shown in ("127.0.0.1", "1.4.2", seen.connected_at.strftime("%Y-%m-%d %H:%M:%S")):
+        assert shown in page, shown
+    assert 'name="connection_id"' not in page and 'name="token_id"' not in page  # read-only, never typed

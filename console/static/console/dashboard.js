@@ -33,7 +33,7 @@
   // sends hundreds a second: their GPU cells update in place, the totals need not follow each one).
   let summaryTimer = null;
   function scheduleSummary(delay) {
-    if (summaryTimer) return;
+    if (summaryTimer || !root.dataset.summaryUrl) return;  // a node's page has the chart only
     summaryTimer = setTimeout(async () => {
       summaryTimer = null;
       const response = await fetch(root.dataset.summaryUrl, { credentials: "same-origin" });
