@@ -6,6 +6,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from aiwm_project.admin import AUDIT_FIELDS, Operation, OwnedModelAdmin, status_badge
+from aiwm_project.datetimes import format_datetime
 from deployments.models import Deployment, DeploymentLog
 from deployments.serializers import DeploymentSerializer
 from executions.models import Execution
@@ -102,8 +103,8 @@ class DeploymentAdmin(OwnedModelAdmin):
         logs = DeploymentLog.objects.filter(owner_org_id=obj.owner_org_id, deployment_id=obj.deployment_id)
         lines = format_html_join(
             "\n",
-            "{:%Y-%m-%d %H:%M:%S} {} {}",
-            ((line.timestamp, line.level, line.message) for line in logs.order_by("-timestamp")[:50]),
+            "{} {} {}",
+            ((format_datetime(line.timestamp), line.level, line.message) for line in logs.order_by("-timestamp")[:50]),
         )
         return format_html("<div class='aiwm-json'>{}</div>", lines or "no logs")
 

@@ -14,6 +14,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
 from aiwm_project.admin import Operation, OwnedModelAdmin, admin_actor, status_badge
+from aiwm_project.datetimes import format_datetime
 from aiwm_project.exceptions import ServiceError
 from deployments.models import Deployment
 from nodes.choices import NodeStatus
@@ -29,11 +30,7 @@ TELEMETRY_FIELDS = (
     "connected_at",
     "remote_address",
     "last_heartbeat",
-    "registered_at",
-    "cpu_usage",
     "ram_free",
-    "active_deployments",
-    "uptime_seconds",
     *DAEMON_REPORTED,
     "connection_id",
     "token_id",
@@ -139,8 +136,8 @@ class NodeAdmin(OwnedModelAdmin):
         return (
             format_html_join(
                 "",
-                "<div><a href='/admin/nodes/nodecommand/{}/change/'>{}</a> {} {:%Y-%m-%d %H:%M:%S} UTC</div>",
-                ((c.pk, c.type, status_badge(c.status), c.created_at) for c in rows[:RECENT_COMMANDS]),
+                "<div><a href='/admin/nodes/nodecommand/{}/change/'>{}</a> {} {}</div>",
+                ((c.pk, c.type, status_badge(c.status), format_datetime(c.created_at)) for c in rows[:RECENT_COMMANDS]),
             )
             or "none"
         )

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.apps import apps
+from django.contrib import admin
 from django.contrib.auth import get_user_model
 
 from aiwm_project.auth import decode_token
@@ -29,6 +31,7 @@ from tests.support.personas import ORG_A
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PASSWORD = "console-pw-123"
+CONSOLE_APPS = ("nodes", "models_registry", "agents", "deployments", "executions", "conversations")
 
 
 def screenshots() -> Path:
@@ -164,6 +167,13 @@ def test_an_operator_starts_and_stops_a_deployment_cancels_and_retries_an_execut
             assert await page.locator("#id_status").input_value() == "maintenance"
             assert "RTX" not in (await page.locator(".field-gpu_table").text_content() or "RTX")
             await page.screenshot(path=str(shots / "node-drained.png"), full_page=True)
+            # Every list an operator opens, as a picture, each rendering its records.
+            for model in apps.get_models():
+                if model._meta.app_label in CONSOLE_APPS and model in admin.site._registry:
+                    name = f"{model._meta.app_label}_{model._meta.model_name}"
+                    response = await page.goto(f"{base}/admin/{model._meta.app_label}/{model._meta.model_name}/")
+                    assert response is not None and response.status == 200, name
+                    await page.screenshot(path=str(shots / f"list-{name}.png"), full_page=True)
             await browser.close()
 
     async_to_sync(scenario)()

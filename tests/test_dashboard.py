@@ -140,3 +140,19 @@ def test_the_node_page_shows_its_current_session(gateway: Any) -> None:
     for shown in ("127.0.0.1", "1.4.2", seen.connected_at.strftime("%Y-%m-%d %H:%M:%S")):
         assert shown in page, shown
     assert 'name="connection_id"' not in page and 'name="token_id"' not in page  # read-only, never typed
+
+
+def test_the_node_and_deployment_pages_list_their_commands_and_logs(operator: Client) -> None:
+    from tests.support.factories import DeploymentLogFactory, NodeCommandFactory
+
+    node = NodeFactory.create(node_id="node-gpu-01")
+    command = NodeCommandFactory.create(node_id="node-gpu-01")
+    AIModelFactory.create(model_id="m1", name="M", node_id="node-gpu-01")
+    deployment = DeploymentFactory.create(deployment_id="dep-1", model_id="m1", node_id="node-gpu-01")
+    DeploymentLogFactory.create(deployment_id="dep-1", node_id="node-gpu-01", message="model loaded in 2.1 s")
+    node_page = operator.get(f"/admin/nodes/node/{node.pk}/change/").content.decode()
+    assert (
+        f"/admin/nodes/nodecommand/{command.pk}/change/" in node_page and "/admin/deployments/deployment/" in node_page
+    )
+    deployment_page = operator.get(f"/admin/deployments/deployment/{deployment.pk}/change/").content.decode()
+    assert "model loaded in 2.1 s" in deployment_page
