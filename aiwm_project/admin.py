@@ -44,7 +44,7 @@ AUDIT_FIELDS = (
 
 # Status values by how an operator should read them (the badges' colours).
 GOOD_STATUSES = {"online", "running", "completed", "succeeded", "ready", "healthy", "acknowledged", "sent"}
-WARN_STATUSES = {"maintenance", "pending", "queued", "downloading", "unknown", "cancelled", "stopped"}
+WARN_STATUSES = {"maintenance", "pending", "queued", "downloading", "unknown", "cancelled", "stopped", "warning"}
 BAD_STATUSES = {"offline", "failed", "timeout", "error", "expired", "unhealthy"}
 
 
@@ -108,7 +108,19 @@ class Operation:
     done: str
 
 
-class OwnedModelAdmin(admin.ModelAdmin):
+class StatusBadges:
+    """A list's `status` column as coloured badges (still sorted by the status)."""
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        shown = super().get_list_display(request)  # type: ignore[misc]
+        return [f"{name}_badge" if name == "status" else name for name in shown]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Any) -> str:
+        return status_badge(obj.status)
+
+
+class OwnedModelAdmin(StatusBadges, admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_per_page = 50
     ordering = ("-created_at",)

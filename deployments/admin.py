@@ -23,7 +23,7 @@ class DeploymentAdmin(OwnedModelAdmin):
         "deployment_id",
         "name",
         "environment",
-        "status_badge",
+        "status",
         "is_running",
         "model_id",
         "node_id",
@@ -43,10 +43,6 @@ class DeploymentAdmin(OwnedModelAdmin):
         "start": Operation("Start", lambda obj, actor: deployment_start(deployment=obj, actor=actor), "starting"),
         "stop": Operation("Stop", lambda obj, actor: deployment_stop(deployment=obj, actor=actor), "stopping"),
     }
-
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, obj: Deployment) -> str:
-        return status_badge(obj.status)
 
     @admin.action(description="Start selected deployments")
     def start_selected(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -35,7 +35,7 @@ class ExecutionAdmin(OwnedModelAdmin):
         "name",
         "category",
         "type",
-        "status_badge",
+        "status",
         "progress",
         "step_summary",
         "node_id",
@@ -122,10 +122,6 @@ class ExecutionAdmin(OwnedModelAdmin):
         if obj is not None and obj.status != ExecutionStatus.PENDING:
             return (*fields, *PENDING_ONLY_FIELDS)
         return fields
-
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, obj: Execution) -> str:
-        return status_badge(obj.status)
 
     @admin.display(description="Steps")
     def step_summary(self, obj: Execution) -> str:

@@ -13,7 +13,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
-from aiwm_project.admin import Operation, OwnedModelAdmin, admin_actor, status_badge
+from aiwm_project.admin import Operation, OwnedModelAdmin, StatusBadges, admin_actor, status_badge
 from aiwm_project.datetimes import format_datetime
 from aiwm_project.exceptions import ServiceError
 from deployments.models import Deployment
@@ -44,7 +44,7 @@ class NodeAdmin(OwnedModelAdmin):
     list_display = (
         "node_id",
         "name",
-        "status_badge",
+        "status",
         "websocket_connected",
         "last_heartbeat",
         "cpu_cores",
@@ -74,10 +74,6 @@ class NodeAdmin(OwnedModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         extra = ("gpu_table", "deployments_table", "commands_table", "gpu_chart")
         return (*super().get_readonly_fields(request, obj), *TELEMETRY_FIELDS, *extra)
-
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, obj: Node) -> str:
-        return status_badge(obj.status)
 
     @admin.display(description="GPUs")
     def gpu_count(self, obj: Node) -> int:
@@ -177,7 +173,7 @@ class NodeAdmin(OwnedModelAdmin):
         return response
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(StatusBadges, admin.ModelAdmin):
     """Records the gateway writes (outbox, telemetry): operators look, the services write."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
