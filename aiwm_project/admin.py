@@ -15,7 +15,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.db import models
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -28,6 +28,7 @@ from aiwm_project.auth import Principal
 from aiwm_project.exceptions import ServiceError, ValidationFailed
 from aiwm_project.models import LocalIdentity, OwnedModel
 
+PRETTY_JSON = "_json"
 AUDIT_FIELDS = (
     "id",
     "owner_org_id",
@@ -171,7 +172,37 @@ class OwnedModelAdmin(StatusBadges, admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         model: type[OwnedModel] = self.model
-        return (*AUDIT_FIELDS, model.business_id_field, *super().get_readonly_fields(request, obj))
+        names = (*AUDIT_FIELDS, model.business_id_field, *super().get_readonly_fields(request, obj))
+        # A read-only JSON document is shown indented (`<name>_json`, below); the plain name stays
+        # listed so the form leaves the field out.
+        return (*names, *(f"{name}{PRETTY_JSON}" for name in names if self._is_json(name)))
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        readonly = set(self.get_readonly_fields(request, obj))
+        shown = super().get_fields(request, obj)
+        pretty = [f for f in shown if f.endswith(PRETTY_JSON)]
+        return [f"{f}{PRETTY_JSON}" if f in readonly and self._is_json(f) else f for f in shown if f not in pretty]
+
+    def _is_json(self, name: Any) -> bool:
+        try:
+            return isinstance(name, str) and isinstance(self.model._meta.get_field(name), models.JSONField)
+        except FieldDoesNotExist:
+            return False
+
+    def __getattr__(self, name: str) -> Any:
+        """`<field>_json`: a read-only JSON field's display, an indented block (see get_fields)."""
+        if not name.endswith(PRETTY_JSON):
+            raise AttributeError(name)
+        field_name = name.removesuffix(PRETTY_JSON)
+
+        def show(obj: Any) -> str:
+            value = getattr(obj, field_name)
+            if value in (None, [], {}):
+                return "-"
+            return format_html("<div class='aiwm-json'>{}</div>", json.dumps(value, indent=2, ensure_ascii=False))
+
+        show.short_description = self.model._meta.get_field(field_name).verbose_name  # type: ignore[attr-defined]
+        return show
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # records are created through the API, which assigns their organization

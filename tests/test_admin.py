@@ -118,3 +118,14 @@ def test_changelists_cost_the_same_queries_with_10_or_100_nodes(operator: Client
     few = queries()
     grow(10, 100)
     assert queries() == few  # no query per row on any list
+
+
+def test_read_only_json_documents_are_shown_indented_not_as_form_fields(operator: Client) -> None:
+    from tests.support.executions import chain
+
+    NodeFactory.create(node_id="node-gpu-01")
+    execution = chain(2, node_id="node-gpu-01")
+    type(execution).objects.filter(pk=execution.pk).update(error={"code": "STEP_TIMEOUT", "message": "slow"})
+    html = operator.get(f"/admin/executions/execution/{execution.pk}/change/").content.decode()
+    assert 'name="error"' not in html and "field-error_json" in html
+    assert '<div class=\'aiwm-json\'>{\n  &quot;code&quot;: &quot;STEP_TIMEOUT&quot;' in html
