@@ -179,8 +179,8 @@ class OwnedModelAdmin(StatusBadges, admin.ModelAdmin):
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         readonly = set(self.get_readonly_fields(request, obj))
-        shown = super().get_fields(request, obj)
-        pretty = [f for f in shown if f.endswith(PRETTY_JSON)]
+        shown: list[Any] = list(super().get_fields(request, obj))
+        pretty = [f for f in shown if isinstance(f, str) and f.endswith(PRETTY_JSON)]
         return [f"{f}{PRETTY_JSON}" if f in readonly and self._is_json(f) else f for f in shown if f not in pretty]
 
     def _is_json(self, name: Any) -> bool:
