@@ -73,6 +73,7 @@ bench-smoke: $(STAMP)
 	$(PY) bench/node_swarm.py --smoke
 	$(PY) bench/dispatch.py --smoke
 	$(PY) bench/fleet.py --smoke
+	$(PY) bench/portal.py --smoke
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -126,6 +126,7 @@ class Hub:
         self._boot = uuid.uuid4().hex[:8]  # ids of an earlier process life are not resumable here
         self._seq = 0
         self._reader: asyncio.Task[None] | None = None
+        self._reader_ready = asyncio.Event()
         self._sender: threading.Thread | None = None
         self._outgoing: queue.SimpleQueue[tuple[str, list[tuple[str, dict[str, Any]]]]] = queue.SimpleQueue()
         self._read_from = "$"
@@ -228,23 +229,27 @@ class Hub:
         return [_from_stream(raw_id, fields) for raw_id, fields in rows]
 
     async def _ensure_reader(self) -> None:
-        """Start this process's reader on the running loop, unless one runs: from the stream's
-        newest id at this moment, so nothing published after the subscription is missed."""
+        """Start this process's reader on the running loop, unless one runs, and wait until it
+        knows where to read from (the stream's newest id at that moment), so nothing published
+        after the subscription is missed. The task is created before any await: subscribers that
+        arrive together share one reader (two would deliver every event twice)."""
         task = self._reader
-        if task is not None and not task.done() and task.get_loop().is_running():
-            return
+        if task is None or task.done() or not task.get_loop().is_running():
+            self._reader_ready = asyncio.Event()
+            self._reader = asyncio.get_running_loop().create_task(self._read_forever(self._reader_ready))
+        await self._reader_ready.wait()
+
+    async def _read_forever(self, ready: asyncio.Event) -> None:
+        """One blocking XREAD per process hands the stream's new events to this process's subscribers."""
+        client = _aioredis(settings.REDIS_URL)
         if self._read_from == "$":
             newest: Any
             try:
-                newest = await _aioredis(settings.REDIS_URL).xrevrange(_stream(), count=1)
+                newest = await client.xrevrange(_stream(), count=1)
             except redis.RedisError:
                 newest = []
             self._read_from = newest[0][0].decode() if newest else "0-0"
-        self._reader = asyncio.get_running_loop().create_task(self._read_forever())
-
-    async def _read_forever(self) -> None:
-        """One blocking XREAD per process hands the stream's new events to this process's subscribers."""
-        client = _aioredis(settings.REDIS_URL)
+        ready.set()
         while True:
             answer: Any
             try:

@@ -128,4 +128,4 @@ def test_read_only_json_documents_are_shown_indented_not_as_form_fields(operator
     type(execution).objects.filter(pk=execution.pk).update(error={"code": "STEP_TIMEOUT", "message": "slow"})
     html = operator.get(f"/admin/executions/execution/{execution.pk}/change/").content.decode()
     assert 'name="error"' not in html and "field-error_json" in html
-    assert '<div class=\'aiwm-json\'>{\n  &quot;code&quot;: &quot;STEP_TIMEOUT&quot;' in html
+    assert "<div class='aiwm-json'>{\n  &quot;code&quot;: &quot;STEP_TIMEOUT&quot;" in html

@@ -7,8 +7,9 @@ judged. It exits non-zero when a check fails or when something the benchmark cal
 longer exists, so a change to the service that breaks a benchmark fails here.
 
 The benchmarks create (and drop) databases of their own on the suite's PostgreSQL server
-(`aiwm_smoke_list*`, `aiwm_smoke_swarm*`, `aiwm_smoke_dispatch*`, `aiwm_smoke_fleet*`) and use Redis
-databases 10, 11 and 12 of the suite's Redis server (the suite itself uses 14 and 15).
+(`aiwm_smoke_list*`, `aiwm_smoke_swarm*`, `aiwm_smoke_dispatch*`, `aiwm_smoke_fleet*`,
+`aiwm_smoke_portal*`) and use Redis databases 9, 10, 11 and 12 of the suite's Redis server (the suite
+itself uses 14 and 15).
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ def test_dispatch_smoke() -> None:
 @pytest.mark.redis
 def test_fleet_smoke() -> None:
     run_smoke("fleet.py", "--pg", postgres_server(), "--redis", redis_server())
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_portal_smoke() -> None:
+    run_smoke("portal.py", "--pg", postgres_server(), "--redis", redis_server())
 
 
 def test_embedded_mix_smoke() -> None:

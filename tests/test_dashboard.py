@@ -51,7 +51,9 @@ def test_the_dashboard_shows_the_fleet_with_a_fixed_number_of_queries(operator: 
     assert page.status_code == 200
     assert len(many) == len(few), [q["sql"][:120] for q in many.captured_queries]  # no query per node
     html = page.content.decode()
-    assert html.count('data-device="GPU-') == 10 * 8 + fleet_more
+    # The table: the 25 that need a look first — the 5 offline nodes (8 GPUs each) — then by id:
+    # the first 10's 5 online ones (8 GPUs each), then 15 of the one-GPU nodes.
+    assert html.count('data-device="GPU-') == 5 * 8 + 5 * 8 + 15 and "All nodes" in html
     summary = operator.get("/admin/console/summary.json").json()
     assert summary["nodes"] == {"online": 5 + fleet_more, "offline": 5, "maintenance": 0}
     # Online nodes only: 5 with one busy GPU of 8 (40 GB used of 80), 90 with a barely used one.

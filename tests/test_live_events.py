@@ -256,3 +256,28 @@ def test_a_subscriber_too_far_behind_is_ended_not_skipped(settings: Any) -> None
         return [subscription.queue.get_nowait() for _ in range(subscription.queue.qsize())]
 
     assert async_to_sync(scenario)() == [None]
+
+
+@pytest.mark.redis
+def test_subscribers_arriving_together_share_one_redis_reader(settings: Any) -> None:
+    """Subscribers reaching a cold process at once start one reader between them (two readers
+    would hand every subscriber every event twice — the portal benchmark caught it)."""
+    import os
+    import uuid
+
+    from aiwm_project.live_events import Hub
+
+    settings.REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    settings.AIWM_EVENTS_STREAM = f"aiwm-events-test-{uuid.uuid4().hex}"
+    fresh = Hub()
+
+    async def scenario() -> list[int]:
+        subscribed = await asyncio.gather(*(fresh.subscribe(ORG_A, None) for _ in range(8)))
+        fresh.send(ORG_A, "node.status", {"_id": "n1", "status": "online"})
+        for subscription, _ in subscribed:
+            async with asyncio.timeout(5):
+                await subscription.queue.get()
+        await asyncio.sleep(0.5)  # a second reader's copy would have arrived by now
+        return [subscription.queue.qsize() for subscription, _ in subscribed]
+
+    assert async_to_sync(scenario)() == [0] * 8
