@@ -8,7 +8,7 @@ import argparse
 from bench.fleetbench.probe import ROUTES
 from bench.fleetbench.run import FleetResult
 from bench.harness.report import log
-from bench.harness.smoke import Check, judge
+from bench.harness.smoke import Check, judge, judge_goals
 from bench.harness.stats import ms, p50_p99, pct
 from bench.swarm.report import disconnect_timing, swarm_checks
 
@@ -71,13 +71,7 @@ def print_results(results: list[FleetResult], args: argparse.Namespace) -> bool:
         if s.disconnect_offsets:
             log(f"    {disconnect_timing(s.disconnect_offsets, s.window_s)}")
     log("")
-    ok = True
-    if args.smoke:
-        log("goals not judged (--smoke: tiny sizes)")
-    else:
-        for text, met, bound in goals(results, idle, args):
-            ok &= met
-            log(f"goal  {text} {bound}: {'met' if met else 'MISSED'}")
+    ok = judge_goals(goals(results, idle, args) if not args.smoke else [], args.smoke)
     log("\nchecks:")
     return judge(check for r in results for check in checks(r)) and ok
 

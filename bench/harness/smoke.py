@@ -65,3 +65,16 @@ def judge(checks: Iterable[Check], indent: str = "") -> bool:
         log(f"{indent}check {'ok' if held else 'FAILED'}: {text}")
         ok &= held
     return ok
+
+
+def judge_goals(goals: Iterable[tuple[str, bool, str]], smoke: bool) -> bool:
+    """Print each goal (`goal  <what> <bound>: met|MISSED`) unless this is a smoke run, whose
+    figures are not judged; True when every goal was met (or none was judged)."""
+    if smoke:
+        log("goals not judged (--smoke: tiny sizes)")
+        return True
+    ok = True
+    for text, met, bound in goals:
+        ok &= met
+        log(f"goal  {text} {bound}: {'met' if met else 'MISSED'}")
+    return ok
