@@ -56,7 +56,7 @@ class NodeAdmin(OwnedModelAdmin):
     list_filter = ("status", "websocket_connected", "is_local", "is_deleted")
     # Nodes are found by id, status and connection, not by the day they were created; the
     # hierarchy's distinct-dates query would read every node of the fleet on each page.
-    date_hierarchy = None
+    date_hierarchy = None  # type: ignore[assignment]  # stubs type the base class attribute as str
     search_fields = ("node_id", "name", "vpn_ip", "owner_org_id")
     exclude = ("gpu_devices",)
     actions = [*OwnedModelAdmin.actions, "drain_selected", "undrain_selected", "issue_token"]
