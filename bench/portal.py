@@ -8,7 +8,9 @@ What it does, in order:
 
 1. creates its own PostgreSQL databases: a template migrated with `manage.py migrate` with the
    operator in it (`manage.py create_iam_user --admin`, a staff user and an organization owner),
-   cloned twice and seeded: `<db>_small` with `--small-nodes` nodes and `<db>_large` with `--nodes`,
+   cloned and seeded: `<db>_small` with `--small-nodes` nodes, `<db>_middle` with `--middle-nodes`
+   (a size past one full page of the lists: the growth from there on is the fleet's, not the page
+   filling up; reported, not judged) and `<db>_large` with `--nodes`,
    all in the operator's organization, online, 8 GPUs each; `<db>_large` also holds a week
    (`--metric-days`) of one-minute metric points (8 GPUs each) of `--metric-nodes` nodes, generated
    by PostgreSQL (INSERT ... SELECT over generate_series), and a node token for each of the
@@ -83,6 +85,7 @@ from bench.portalbench.seed import create_operator, seed_metrics, seed_nodes  # 
 SMOKE = {
     "nodes": 20,
     "small_nodes": 5,
+    "middle_nodes": 10,
     "metric_nodes": 2,
     "metric_days": 1.0,
     "requests": 20,
@@ -105,6 +108,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--nodes", type=int, default=1000, help="nodes of the large fleet")
     parser.add_argument("--small-nodes", type=int, default=10, help="nodes of the small fleet (the baseline)")
+    parser.add_argument(
+        "--middle-nodes",
+        type=int,
+        default=100,
+        help="a middle fleet, measured too (0: none): past one full page of a list, its growth is the fleet's",
+    )
     parser.add_argument("--metric-nodes", type=int, default=50, help="nodes of the large fleet with metrics")
     parser.add_argument("--metric-days", type=float, default=7.0, help="days of one-minute metric points")
     parser.add_argument("--requests", type=int, default=200, help="timed requests of each page per size")
@@ -126,6 +135,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--fanout-modes: comma-separated, of {', '.join(MODES)}")
     if not 1 <= args.small_nodes < args.nodes <= 20000 or not 0 <= args.metric_nodes <= args.nodes:
         parser.error("1 <= --small-nodes < --nodes <= 20000, --metric-nodes 0..--nodes")
+    if args.middle_nodes and not args.small_nodes < args.middle_nodes < args.nodes:
+        parser.error("--middle-nodes between --small-nodes and --nodes (or 0)")
     if not 0 < args.metric_days <= 31 or not 1 <= args.requests <= 100000 or args.warmup < 0:
         parser.error("--metric-days 0..31, --requests >= 1, --warmup >= 0")
     if not 1 <= args.subscriber_procs <= 32 or not args.subscriber_procs <= args.subscribers <= 20000:
@@ -156,6 +167,8 @@ def main(argv: list[str]) -> int:
     admin_dsn = f"{pg}/postgres"
     template = f"{args.db}_tpl"
     databases = {args.small_nodes: f"{args.db}_small", args.nodes: f"{args.db}_large"}
+    if args.middle_nodes:
+        databases = {args.small_nodes: f"{args.db}_small", args.middle_nodes: f"{args.db}_middle", **databases}
     redis_db = args.redis_db if args.redis_db is not None else pick_redis_db(args.redis)
     redis_url = f"{args.redis}/{redis_db}"
     logdir = Path(tempfile.mkdtemp(prefix="aiwm-portal-"))

@@ -31,15 +31,22 @@ def print_results(
         f"{args.requests} requests of each page after {args.warmup} warm-up rounds, alternately, sequentially"
     )
     log("")
-    log(f"| page | {args.small_nodes} nodes p50 / p99 ms | {args.nodes} nodes p50 / p99 ms | x p50 | KiB |")
-    log("|---|---:|---:|---:|---:|")
+    middle = pages.get(args.middle_nodes) if args.middle_nodes else None
+    between = f" | {args.middle_nodes} nodes p50 / p99 ms" if middle else ""
+    log(
+        f"| page | {args.small_nodes} nodes p50 / p99 ms{between} | {args.nodes} nodes p50 / p99 ms | x p50 "
+        f"| {'x p50 over the middle | ' if middle else ''}KiB |"
+    )
+    log("|---|---:|---:|---:|---:|" + ("---:|---:|" if middle else ""))
     for page in PAGES:
         if small is None or large is None:
             break
         sizes = f"{small.sizes.get(page, 0) / 1024:.0f} / {large.sizes.get(page, 0) / 1024:.0f}"
+        mid = f" | {p50_p99(middle.latencies[page])}" if middle else ""
+        over_middle = f"{ratio(middle, large, page):.2f} | " if middle else ""
         log(
-            f"| {PAGE_NAMES[page]} | {p50_p99(small.latencies[page])} | {p50_p99(large.latencies[page])} "
-            f"| **{ratio(small, large, page):.2f}** | {sizes} |"
+            f"| {PAGE_NAMES[page]} | {p50_p99(small.latencies[page])}{mid} | {p50_p99(large.latencies[page])} "
+            f"| **{ratio(small, large, page):.2f}** | {over_middle}{sizes} |"
         )
     if fanouts:
         log("")
