@@ -53,9 +53,7 @@ prober, one run, the report), bench/swarm/ (the swarm's processes, a run's steps
 from __future__ import annotations
 
 import argparse
-import contextlib
 import resource
-import shutil
 import signal
 import sys
 import tempfile
@@ -72,7 +70,7 @@ from bench.fleetbench.run import FleetResult, run_fleet  # noqa: E402
 from bench.harness.cli import add_database_flags, add_redis_flags, check_database_name  # noqa: E402
 from bench.harness.databases import (  # noqa: E402
     close_django_connections,
-    drop_database,
+    end_run,
     migrate,
     point_django_at,
     recreate_database,
@@ -81,7 +79,7 @@ from bench.harness.databases import (  # noqa: E402
 from bench.harness.env import use_env  # noqa: E402
 from bench.harness.fleet import org_id, seed_deployments, seed_nodes  # noqa: E402
 from bench.harness.processes import open_files_limit  # noqa: E402
-from bench.harness.redis_db import flush_redis, pick_redis_db, redis_server_version, reset_redis  # noqa: E402
+from bench.harness.redis_db import pick_redis_db, redis_server_version, reset_redis  # noqa: E402
 from bench.harness.report import SOCKET_STACK, git_state, log, machine_line, versions  # noqa: E402
 from bench.harness.smoke import add_smoke_flag  # noqa: E402
 from bench.harness.stats import p50_p99  # noqa: E402
@@ -225,15 +223,8 @@ def main(argv: list[str]) -> int:
         log(f"\ntotal wall time {time.monotonic() - started:.0f}s")
         return 0 if ok else 1
     finally:
-        close_django_connections()
-        with contextlib.suppress(Exception):
-            flush_redis(redis_url)
-        if args.keep_db:
-            log(f"kept databases {template}, {', '.join(templates.values())}, {args.db} and logs in {logdir}")
-        else:
-            for name in (args.db, *templates.values(), template):
-                drop_database(admin_dsn, name)
-            shutil.rmtree(logdir, ignore_errors=True)
+        names = [args.db, *templates.values(), template]
+        end_run(admin_dsn=admin_dsn, databases=names, redis_url=redis_url, logdir=logdir, keep=args.keep_db)
 
 
 if __name__ == "__main__":

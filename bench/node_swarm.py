@@ -49,8 +49,6 @@ and not the goals, and also exercises every variant of bench/swarm_experiments.p
 from __future__ import annotations
 
 import argparse
-import contextlib
-import shutil
 import signal
 import subprocess
 import sys
@@ -65,8 +63,7 @@ if str(REPO) not in sys.path:
 # After the path above: the repository has to be on sys.path first.
 from bench.harness.cli import add_database_flags, add_redis_flags, check_database_name  # noqa: E402
 from bench.harness.databases import (  # noqa: E402
-    close_django_connections,
-    drop_database,
+    end_run,
     migrate,
     recreate_database,
     server_version,
@@ -74,7 +71,7 @@ from bench.harness.databases import (  # noqa: E402
 from bench.harness.env import use_env  # noqa: E402
 from bench.harness.fleet import seed_nodes  # noqa: E402
 from bench.harness.processes import open_files_limit  # noqa: E402
-from bench.harness.redis_db import flush_redis, pick_redis_db, reset_redis  # noqa: E402
+from bench.harness.redis_db import pick_redis_db, reset_redis  # noqa: E402
 from bench.harness.report import SOCKET_STACK, log, machine_line, versions  # noqa: E402
 from bench.harness.smoke import add_smoke_flag, judge  # noqa: E402
 from bench.harness.stats import ms, pct  # noqa: E402
@@ -209,15 +206,9 @@ def main(argv: list[str]) -> int:
         log(f"\ntotal wall time {time.monotonic() - started:.0f}s")
         return 0 if ok else 1
     finally:
-        close_django_connections()
-        with contextlib.suppress(Exception):
-            flush_redis(redis_url)
-        if args.keep_db:
-            log(f"kept databases {template}, {args.db} and logs in {logdir}")
-        else:
-            for name in (args.db, template):
-                drop_database(admin_dsn, name)
-            shutil.rmtree(logdir, ignore_errors=True)
+        end_run(
+            admin_dsn=admin_dsn, databases=[args.db, template], redis_url=redis_url, logdir=logdir, keep=args.keep_db
+        )
 
 
 def check_experiments() -> bool:

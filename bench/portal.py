@@ -45,9 +45,7 @@ page, 20 subscribers in 2 processes and 2 daemons for 2 s, in both event modes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import secrets
-import shutil
 import signal
 import sys
 import tempfile
@@ -63,7 +61,7 @@ if str(REPO) not in sys.path:
 from bench.harness.cli import add_database_flags, add_redis_flags, check_database_name  # noqa: E402
 from bench.harness.databases import (  # noqa: E402
     close_django_connections,
-    drop_database,
+    end_run,
     migrate,
     point_django_at,
     recreate_database,
@@ -72,7 +70,7 @@ from bench.harness.databases import (  # noqa: E402
 from bench.harness.env import service_env, use_env  # noqa: E402
 from bench.harness.fleet import org_id  # noqa: E402
 from bench.harness.processes import open_files_limit  # noqa: E402
-from bench.harness.redis_db import flush_redis, pick_redis_db, redis_server_version, reset_redis  # noqa: E402
+from bench.harness.redis_db import pick_redis_db, redis_server_version, reset_redis  # noqa: E402
 from bench.harness.report import SOCKET_STACK, git_state, log, machine_line, versions  # noqa: E402
 from bench.harness.servers import SERVICE_APP, Server  # noqa: E402
 from bench.harness.smoke import add_smoke_flag  # noqa: E402
@@ -259,15 +257,8 @@ def main(argv: list[str]) -> int:
         log(f"\ntotal wall time {time.monotonic() - started:.0f}s")
         return 0 if ok else 1
     finally:
-        close_django_connections()
-        with contextlib.suppress(Exception):
-            flush_redis(redis_url)
-        if args.keep_db:
-            log(f"kept databases {template}, {', '.join(databases.values())} and logs in {logdir}")
-        else:
-            for name in (*databases.values(), template):
-                drop_database(admin_dsn, name)
-            shutil.rmtree(logdir, ignore_errors=True)
+        names = [*databases.values(), template]
+        end_run(admin_dsn=admin_dsn, databases=names, redis_url=redis_url, logdir=logdir, keep=args.keep_db)
 
 
 if __name__ == "__main__":

@@ -91,3 +91,22 @@ def pg_backend_cpu(dsn: str, db: str, exclude_pid: int) -> dict[int, float]:
         with contextlib.suppress(OSError, IndexError, ValueError):
             out[pid] = cpu_seconds(pid)
     return out
+
+
+def end_run(*, admin_dsn: str, databases: list[str], redis_url: str, logdir: Any, keep: bool) -> None:
+    """A benchmark's clean-up, whatever happened: Django's connections closed, its Redis database
+    emptied, then its databases dropped and its log folder removed — or both kept (`--keep-db`)."""
+    import shutil
+
+    from bench.harness.redis_db import flush_redis
+    from bench.harness.report import log
+
+    close_django_connections()
+    with contextlib.suppress(Exception):
+        flush_redis(redis_url)
+    if keep:
+        log(f"kept databases {', '.join(databases)} and logs in {logdir}")
+        return
+    for name in databases:
+        drop_database(admin_dsn, name)
+    shutil.rmtree(logdir, ignore_errors=True)
