@@ -130,7 +130,7 @@ from bench.harness.databases import (  # noqa: E402
 from bench.harness.env import service_env, use_env  # noqa: E402
 from bench.harness.fleet import org_id, seed_nodes  # noqa: E402
 from bench.harness.processes import Cleanup  # noqa: E402
-from bench.harness.redis_db import flush_redis, pick_redis_db, reset_redis  # noqa: E402
+from bench.harness.redis_db import flush_redis, reset_redis, run_redis_url  # noqa: E402
 from bench.harness.report import git_state, load_average, log, machine_line  # noqa: E402
 from bench.harness.smoke import Check, add_smoke_flag, judge, require  # noqa: E402
 from bench.harness.stats import ms, pct  # noqa: E402
@@ -221,8 +221,7 @@ def main(argv: list[str]) -> int:
     cleanup = Cleanup()
     ok = False
     try:
-        redis_db = args.redis_db if args.redis_db is not None else pick_redis_db(args.redis)
-        redis_url = f"{args.redis}/{redis_db}"
+        redis_url = run_redis_url(args.redis, args.redis_db)
         cleanup.add("redis", lambda: flush_redis(redis_url))
         env = service_env(
             dsn=dsn,

@@ -79,7 +79,7 @@ from bench.harness.databases import (  # noqa: E402
 from bench.harness.env import use_env  # noqa: E402
 from bench.harness.fleet import org_id, seed_deployments, seed_nodes  # noqa: E402
 from bench.harness.processes import open_files_limit  # noqa: E402
-from bench.harness.redis_db import pick_redis_db, redis_server_version, reset_redis  # noqa: E402
+from bench.harness.redis_db import redis_server_version, reset_redis, run_redis_url  # noqa: E402
 from bench.harness.report import SOCKET_STACK, git_state, log, machine_line, versions  # noqa: E402
 from bench.harness.smoke import add_smoke_flag  # noqa: E402
 from bench.harness.stats import p50_p99  # noqa: E402
@@ -154,8 +154,7 @@ def main(argv: list[str]) -> int:
     admin_dsn = f"{pg}/postgres"
     template, templates = f"{args.db}_tpl", {"idle": f"{args.db}_idle", "fleet": f"{args.db}_fleet"}
     dsn = f"{pg}/{args.db}"
-    redis_db = args.redis_db if args.redis_db is not None else pick_redis_db(args.redis)
-    redis_url = f"{args.redis}/{redis_db}"
+    redis_url = run_redis_url(args.redis, args.redis_db)
     logdir = Path(tempfile.mkdtemp(prefix="aiwm-fleet-"))
     env = swarm_service_env(dsn=dsn, logdir=logdir, redis_url=redis_url, name="fleet")
     use_env(env, DATABASE_URL=f"{pg}/{template}", REDIS_URL="")

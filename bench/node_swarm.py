@@ -71,7 +71,7 @@ from bench.harness.databases import (  # noqa: E402
 from bench.harness.env import use_env  # noqa: E402
 from bench.harness.fleet import seed_nodes  # noqa: E402
 from bench.harness.processes import open_files_limit  # noqa: E402
-from bench.harness.redis_db import pick_redis_db, reset_redis  # noqa: E402
+from bench.harness.redis_db import reset_redis, run_redis_url  # noqa: E402
 from bench.harness.report import SOCKET_STACK, log, machine_line, versions  # noqa: E402
 from bench.harness.smoke import add_smoke_flag, judge  # noqa: E402
 from bench.harness.stats import ms, pct  # noqa: E402
@@ -149,8 +149,7 @@ def main(argv: list[str]) -> int:
     admin_dsn = f"{pg}/postgres"
     template = f"{args.db}_tpl"
     dsn = f"{pg}/{args.db}"
-    redis_db = args.redis_db if args.redis_db is not None else pick_redis_db(args.redis)
-    redis_url = f"{args.redis}/{redis_db}"
+    redis_url = run_redis_url(args.redis, args.redis_db)
     logdir = Path(tempfile.mkdtemp(prefix="aiwm-swarm-"))
     env = swarm_service_env(dsn=dsn, logdir=logdir, redis_url=redis_url, name="swarm")
     use_env(env, DATABASE_URL=f"{pg}/{template}", REDIS_URL="")

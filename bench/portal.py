@@ -70,7 +70,7 @@ from bench.harness.databases import (  # noqa: E402
 from bench.harness.env import service_env, use_env  # noqa: E402
 from bench.harness.fleet import org_id  # noqa: E402
 from bench.harness.processes import open_files_limit  # noqa: E402
-from bench.harness.redis_db import pick_redis_db, redis_server_version, reset_redis  # noqa: E402
+from bench.harness.redis_db import redis_server_version, reset_redis, run_redis_url  # noqa: E402
 from bench.harness.report import SOCKET_STACK, git_state, log, machine_line, versions  # noqa: E402
 from bench.harness.servers import SERVICE_APP, Server  # noqa: E402
 from bench.harness.smoke import add_smoke_flag  # noqa: E402
@@ -164,11 +164,9 @@ def main(argv: list[str]) -> int:
     pg = args.pg.rstrip("/")
     admin_dsn = f"{pg}/postgres"
     template = f"{args.db}_tpl"
-    databases = {args.small_nodes: f"{args.db}_small", args.nodes: f"{args.db}_large"}
-    if args.middle_nodes:
-        databases = {args.small_nodes: f"{args.db}_small", args.middle_nodes: f"{args.db}_middle", **databases}
-    redis_db = args.redis_db if args.redis_db is not None else pick_redis_db(args.redis)
-    redis_url = f"{args.redis}/{redis_db}"
+    sizes = {args.small_nodes: "small", args.middle_nodes: "middle", args.nodes: "large"}
+    databases = {count: f"{args.db}_{size}" for count, size in sizes.items() if count}  # middle 0: none
+    redis_url = run_redis_url(args.redis, args.redis_db)
     logdir = Path(tempfile.mkdtemp(prefix="aiwm-portal-"))
     org = org_id(0)
     env = service_env(

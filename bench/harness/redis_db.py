@@ -23,6 +23,11 @@ def pick_redis_db(url: str, highest: int = 13) -> int:
     raise RuntimeError(f"no empty Redis database among 1..{highest}")
 
 
+def run_redis_url(server: str, db: int | None) -> str:
+    """The run's Redis database URL: `--redis-db` when given, else an empty one picked and claimed."""
+    return f"{server}/{db if db is not None else pick_redis_db(server)}"
+
+
 def flush_redis(url: str) -> None:
     import redis
 
