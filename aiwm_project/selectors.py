@@ -1,4 +1,4 @@
-"""Shared reads: find a record by `_id` or business id, and batch-load referenced records."""
+"""Shared reads: find a record by `_id` or business id, batch-load referenced records, count by status."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from django.apps import apps
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from aiwm_project.ids import is_business_id, is_object_id
 from aiwm_project.models import OwnedModel
@@ -65,3 +65,11 @@ class RelatedLoader:
         if (model_label, business_id) not in self._cache:
             self.prime(model_label, {business_id})
         return self._cache[(model_label, business_id)]
+
+
+def counts_by_status(queryset: QuerySet, statuses: list[str]) -> dict[str, int]:
+    """How many rows are in each status, every status listed (zero included), in one GROUP BY."""
+    counts = dict.fromkeys(statuses, 0)
+    for row in queryset.values("status").annotate(n=Count("pk")).order_by():
+        counts[row["status"]] = row["n"]
+    return counts

@@ -14,6 +14,7 @@ from django.db import connection
 from django.db.models import Case, Count, Q, Value, When
 from django.utils import timezone
 
+from aiwm_project.selectors import counts_by_status
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
 from executions.choices import ExecutionStatus
@@ -37,13 +38,6 @@ GPU_BUSY_MEMORY_SHARE = 0.10
 ATTENTION_FIRST = Case(
     When(status=NodeStatus.OFFLINE, then=Value(0)), When(status=NodeStatus.MAINTENANCE, then=Value(1)), default=Value(2)
 )
-
-
-def _counts(queryset: Any, statuses: list[str]) -> dict[str, int]:
-    counts = dict.fromkeys(statuses, 0)
-    for row in queryset.values("status").annotate(n=Count("pk")).order_by():
-        counts[row["status"]] = row["n"]
-    return counts
 
 
 # Fleet-wide GPU figures, summed by the database over every GPU of the nodes that report (not
@@ -121,12 +115,12 @@ def fleet_overview(*, now: datetime | None = None) -> FleetOverview:
         failed=Count("pk", filter=Q(pk__in=failed_recently.values("pk"))),
     )
     return FleetOverview(
-        nodes=_counts(live_nodes, NodeStatus.values),
+        nodes=counts_by_status(live_nodes, NodeStatus.values),
         connected=live_nodes.filter(websocket_connected=True).count(),
         gpus_total=gpus_total,
         gpus_busy=gpus_busy,
         gpu_memory_free_mb=gpu_memory_free,
-        deployments=_counts(Deployment.objects.filter(is_deleted=False), DeploymentStatus.values),
+        deployments=counts_by_status(Deployment.objects.filter(is_deleted=False), DeploymentStatus.values),
         executions_running=execution_counts["running"],
         executions_failed_24h=execution_counts["failed"],
         outbox_waiting=NodeCommand.objects.filter(status__in=UNACKNOWLEDGED_COMMAND_STATUSES).count(),

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from functools import cache
 
 from django.conf import settings
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily
@@ -29,6 +28,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from aiwm_project import metrics
 from aiwm_project.api.errors import error_response
+from aiwm_project.selectors import counts_by_status
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
 from executions.choices import ExecutionStatus
@@ -37,13 +37,6 @@ from nodes.choices import CommandStatus, NodeStatus
 from nodes.models import Node, NodeCommand
 
 MIB = 1024 * 1024  # the contract's GPU memory figures are MB
-
-
-def _by_status(queryset, statuses) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    counts = {status: 0 for status in statuses}
-    for row in queryset.values("status").annotate(n=Count("pk")).order_by():
-        counts[row["status"]] = row["n"]
-    return counts
 
 
 class FleetCollector(Collector):
@@ -68,7 +61,7 @@ class FleetCollector(Collector):
             ("aiwm_outbox_commands", "Node commands by status", NodeCommand.objects.all(), CommandStatus.values),
         ):
             family = GaugeMetricFamily(name, help_text, labels=["status"])
-            for status, count in _by_status(queryset, statuses).items():
+            for status, count in counts_by_status(queryset, statuses).items():
                 family.add_metric([status], count)
             yield family
         yield from self._gpus()
