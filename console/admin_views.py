@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import jwt
 from django.conf import settings
 from django.contrib import admin
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -54,7 +55,9 @@ def api_token_view(request: HttpRequest) -> HttpResponse:
                 context["error"] = str(exc)
             else:
                 context["token"] = token
-                context["expires_at"] = datetime.fromtimestamp(datetime.now(UTC).timestamp() + lifetime, UTC)
+                # The token's own `exp`, not a second clock reading: what is shown is what it says.
+                claims = jwt.decode(token, options={"verify_signature": False})
+                context["expires_at"] = datetime.fromtimestamp(claims["exp"], UTC)
     response = TemplateResponse(request, "admin/api_token.html", context)
     response["Cache-Control"] = "no-store"  # the token is shown once: not kept by the browser either
     return response
