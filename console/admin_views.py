@@ -17,6 +17,7 @@ from django.contrib import admin
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 
+from aiwm_project.api.errors import error_response
 from aiwm_project.auth import TokenError, issue_user_token
 from aiwm_project.models import LocalIdentity
 from console.dashboard import fleet_overview, gpu_series, summary
@@ -78,7 +79,7 @@ def gpu_series_view(request: HttpRequest) -> JsonResponse:
     except ValueError:
         seconds = 0
     if seconds not in CHART_RANGES:
-        return JsonResponse({"message": f"seconds must be one of {sorted(CHART_RANGES)}"}, status=400)
+        return error_response(request, 400, f"seconds must be one of {sorted(CHART_RANGES)}")
     node = Node.objects.filter(pk=request.GET.get("node", ""), is_deleted=False).first()
     if node is None:
         raise Http404("no such node")
