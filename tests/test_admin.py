@@ -129,3 +129,52 @@ def test_read_only_json_documents_are_shown_indented_not_as_form_fields(operator
     html = operator.get(f"/admin/executions/execution/{execution.pk}/change/").content.decode()
     assert 'name="error"' not in html and "field-error_json" in html
     assert "<div class='aiwm-json'>{\n  &quot;code&quot;: &quot;STEP_TIMEOUT&quot;" in html
+
+
+def test_planned_rows_are_djangos_rows_on_every_changelist(operator: Client, personas: Personas) -> None:
+    """console.changelist renders a list's rows from a plan made once per page (for speed); the
+    HTML must be Django's own `items_for_result`, cell for cell, on every registered list — with
+    empty and whitespace values, booleans both ways, times, HTML in names, preserved filters."""
+    from django.contrib.admin.templatetags import admin_list
+    from django.contrib.auth import get_user_model
+    from django.test import RequestFactory
+
+    from console import changelist
+    from tests.support.executions import chain
+    from tests.support.factories import (
+        AgentFactory,
+        AIModelFactory,
+        ConversationFactory,
+        DeploymentFactory,
+        DeploymentLogFactory,
+        InstructionFactory,
+        NodeMetricFactory,
+        ToolFactory,
+    )
+
+    NodeFactory.create(node_id="node-a", name="<b>GPU</b> & co", cpu_cores=8)
+    NodeFactory.create(node_id="node-b", name="   ")
+    Node.objects.filter(node_id="node-a").update(websocket_connected=True, is_local=True, last_heartbeat=None)
+    AIModelFactory.create(model_id="model-a", node_id="node-a")
+    DeploymentFactory.create(deployment_id="dep-a", model_id="model-a", node_id="node-a")
+    NodeCommandFactory.create(node_id="node-a")
+    NodeMetricFactory.create(node_id="node-a")
+    DeploymentLogFactory.create(deployment_id="dep-a", node_id="node-a")
+    InstructionFactory.create(instruction_id="ins-a")
+    ToolFactory.create(tool_id="tool-a")
+    AgentFactory.create(agent_id="agent-a", instruction_id="ins-a", node_id="node-a")
+    ConversationFactory.create(conversation_id="conv-a", agent_id="agent-a")
+    chain(2, execution_id="exec-a", node_id="node-a")
+    user = get_user_model().objects.get(username="ops")
+    compared = 0
+    for model, model_admin in admin.site._registry.items():
+        owned = isinstance(model_admin, OwnedModelAdmin)
+        for query in ({}, {"o": "-1", **({"is_deleted__exact": "all"} if owned else {})}):
+            request = RequestFactory().get(f"/admin/{model._meta.app_label}/{model._meta.model_name}/", query)
+            request.user = user
+            cl = model_admin.get_changelist_instance(request)
+            cl.formset = None  # as changelist_view sets it for a list without editable columns
+            django_rows = ["".join(row) for row in admin_list.results(cl)]
+            assert list(changelist.rows(cl)) == django_rows, model
+            compared += len(django_rows)
+    assert compared > 20
