@@ -83,6 +83,12 @@ class OwnedModel(TenantModel):
     def business_id(self) -> str:
         return getattr(self, self.business_id_field)
 
+    @classmethod
+    def derived_fields(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """The stored fields a write of `data` (model field names) computes from it: every service
+        that writes such a field adds these (entity_create/update, a node's telemetry). None here."""
+        return {}
+
 
 def tenant_constraints(prefix: str, business_field: str) -> list[models.BaseConstraint]:
     """Business ids are unique among one organization's live rows (a deleted id may be reused)."""
@@ -98,15 +104,19 @@ def tenant_constraints(prefix: str, business_field: str) -> list[models.BaseCons
 def tenant_indexes(prefix: str, *leading: str) -> list[models.Index]:
     """Organization-led partial indexes on live rows: what every list query and its COUNT(*) use.
 
-    The default index serves `sort=-createdAt`; each extra field gets an (org, field, created_at)
-    index so `filter[field]=...&sort=-createdAt` and its total are answered from the index alone.
+    The default index serves `sort=-createdAt` (and, without the organization, the admin's lists);
+    each extra field gets an (org, field, created_at) index so `filter[field]=...&sort=-createdAt`
+    and its total are answered from the index alone.
     """
     indexes = [
         models.Index(
             fields=["owner_org_id", "created_at", "id"],
             condition=Q(is_deleted=False),
             name=f"{prefix}_org_created_live",
-        )
+        ),
+        # The admin's lists are installation-wide (every organization), newest first: without this
+        # each page sorted every live row of the table (1,000 nodes: 1.4 ms; a million executions…).
+        models.Index(fields=["created_at", "id"], condition=Q(is_deleted=False), name=f"{prefix}_created_live"),
     ]
     for field in leading:
         indexes.append(

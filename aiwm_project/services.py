@@ -107,6 +107,7 @@ def entity_create(*, model: type[M], data: dict[str, Any], actor: Principal) -> 
     Holds the rows of its protected references (FOR NO KEY UPDATE) until the insert commits.
     """
     _check_business_id(model, actor.org_id, data.get(model.business_id_field))
+    data = {**data, **model.derived_fields(data)}
     now = timezone.now()
     instance = model(
         **data,
@@ -142,6 +143,7 @@ def entity_update(*, instance: M, data: dict[str, Any], actor: Principal) -> M:
     if model.business_id_field in data and data[model.business_id_field] != instance.business_id:
         raise ValidationFailed([f"{camelize(model.business_id_field)}: cannot be changed (other records refer to it)"])
     changed_refs = {k: v for k, v in data.items() if k in model.references and v != getattr(instance, k)}
+    data = {**data, **model.derived_fields(data)}
     for field, value in data.items():
         setattr(instance, field, value)
     instance.updated_by = actor.user_id

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection
-from django.db.models import Case, Count, Q, Value, When
+from django.db.models import Case, Count, Q, Sum, Value, When
 from django.utils import timezone
 
 from aiwm_project.selectors import counts_by_status
@@ -30,54 +29,20 @@ NODE_ROWS = 25
 FAILURES = 8  # latest failures of each kind
 FAILED_EXECUTIONS = (ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT)
 FAILED_COMMANDS = (CommandStatus.FAILED, CommandStatus.EXPIRED)
-# A GPU counts as in use when it computes or holds more than this share of its memory.
-GPU_BUSY_UTILIZATION = 5.0
-GPU_BUSY_MEMORY_SHARE = 0.10
-
-
 ATTENTION_FIRST = Case(
     When(status=NodeStatus.OFFLINE, then=Value(0)), When(status=NodeStatus.MAINTENANCE, then=Value(1)), default=Value(2)
 )
 
 
-# Fleet-wide GPU figures, summed by the database over every GPU of the nodes that report (not
-# offline): one statement, no row of GPU JSON decoded here (a 1,000-node fleet has 8,000 GPUs).
-# "Busy": computing (utilization) or holding memory, by the thresholds above.
-_GPU_TOTALS = {
-    "postgresql": """
-        SELECT count(*),
-               count(*) FILTER (WHERE coalesce((g->>'utilization')::float, 0) >= %(util)s
-                   OR coalesce(1 - (g->>'memoryFree')::float / nullif((g->>'memoryTotal')::float, 0), 0) >= %(share)s),
-               coalesce(sum((g->>'memoryFree')::float) FILTER (WHERE g ? 'memoryTotal'), 0)
-        FROM {table} AS n CROSS JOIN LATERAL jsonb_array_elements(
-            CASE WHEN jsonb_typeof(n.gpu_devices) = 'array' THEN n.gpu_devices ELSE '[]'::jsonb END) AS g
-        WHERE NOT n.is_deleted AND n.status <> %(offline)s AND jsonb_typeof(g) = 'object'
-    """,
-    "sqlite": """
-        SELECT count(*),
-               sum(CASE WHEN coalesce(json_extract(g.value, '$.utilization'), 0) >= %(util)s
-                   OR coalesce(1 - CAST(json_extract(g.value, '$.memoryFree') AS REAL)
-                       / nullif(json_extract(g.value, '$.memoryTotal'), 0), 0) >= %(share)s THEN 1 ELSE 0 END),
-               coalesce(sum(CASE WHEN json_extract(g.value, '$.memoryTotal') IS NOT NULL
-                   THEN json_extract(g.value, '$.memoryFree') END), 0)
-        FROM {table} AS n, json_each(CASE WHEN json_type(n.gpu_devices) = 'array' THEN n.gpu_devices ELSE '[]' END) AS g
-        WHERE NOT n.is_deleted AND n.status <> %(offline)s AND g.type = 'object'
-    """,
-}
-
-
 def _gpu_totals() -> tuple[int, int, int]:
-    """(GPUs, GPUs in use, free GPU memory in MB) over the nodes that are not offline."""
-    sql = _GPU_TOTALS[connection.vendor].format(table=connection.ops.quote_name(Node._meta.db_table))
-    params: dict[str, Any] = {
-        "util": GPU_BUSY_UTILIZATION,
-        "share": GPU_BUSY_MEMORY_SHARE,
-        "offline": str(NodeStatus.OFFLINE),
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        total, busy, free = cursor.fetchone()
-    return int(total or 0), int(busy or 0), int(free or 0)
+    """(GPUs, GPUs in use, free GPU memory in MB) over the nodes that are not offline: sums of each
+    node's own figures (nodes.models.gpu_summary, stored with its gpuDevices)."""
+    totals = (
+        Node.objects.filter(is_deleted=False)
+        .exclude(status=NodeStatus.OFFLINE)
+        .aggregate(total=Sum("gpu_count"), busy=Sum("gpus_busy"), free=Sum("gpu_memory_free"))
+    )
+    return int(totals["total"] or 0), int(totals["busy"] or 0), int(totals["free"] or 0)
 
 
 @dataclass

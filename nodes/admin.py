@@ -34,6 +34,10 @@ TELEMETRY_FIELDS = (
     *DAEMON_REPORTED,
     "connection_id",
     "token_id",
+    # Derived from the GPUs the daemon reports (Node.derived_fields).
+    "gpu_count",
+    "gpus_busy",
+    "gpu_memory_free",
 )
 
 
@@ -59,6 +63,7 @@ class NodeAdmin(OwnedModelAdmin):
     date_hierarchy = None  # type: ignore[assignment]  # stubs type the base class attribute as str
     search_fields = ("node_id", "name", "vpn_ip", "owner_org_id")
     exclude = ("gpu_devices",)
+    list_defer = ("gpu_devices",)  # the list shows the stored count (gpu_count)
     actions = [*OwnedModelAdmin.actions, "drain_selected", "undrain_selected", "issue_token"]
     operations = {
         "drain": Operation(
@@ -76,10 +81,6 @@ class NodeAdmin(OwnedModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         extra = ("gpu_table", "deployments_table", "commands_table", "gpu_chart")
         return (*super().get_readonly_fields(request, obj), *TELEMETRY_FIELDS, *extra)
-
-    @admin.display(description="GPUs")
-    def gpu_count(self, obj: Node) -> int:
-        return len(obj.gpu_devices or [])
 
     @admin.display(description="GPUs")
     def gpu_table(self, obj: Node) -> str:

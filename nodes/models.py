@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
 from django.utils import timezone
 
 from aiwm_project.ids import new_object_id
 from aiwm_project.models import OwnedModel, TenantModel, tenant_constraints, tenant_indexes
 from nodes.choices import CommandStatus, NodeStatus
+
+# A GPU counts as in use when it computes or holds more than this share of its memory.
+GPU_BUSY_UTILIZATION = 5.0
+GPU_BUSY_MEMORY_SHARE = 0.10
+
+
+def gpu_summary(devices: Any) -> dict[str, int]:
+    """A node's GPU figures for the fleet's totals, from its `gpuDevices`: how many, how many in
+    use (by the thresholds above), and the free memory (MB) of those that report their total."""
+    count = busy = free = 0
+    for device in devices if isinstance(devices, list) else []:
+        if not isinstance(device, dict):
+            continue
+        count += 1
+        total, left = _number(device.get("memoryTotal")), _number(device.get("memoryFree"))
+        held = 1 - left / total if total and left is not None else 0.0
+        if (_number(device.get("utilization")) or 0.0) >= GPU_BUSY_UTILIZATION or held >= GPU_BUSY_MEMORY_SHARE:
+            busy += 1
+        if total is not None and left is not None:
+            free += int(left)
+    return {"gpu_count": count, "gpus_busy": busy, "gpu_memory_free": free}
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class Node(OwnedModel):
@@ -26,6 +53,11 @@ class Node(OwnedModel):
     ram_total = models.BigIntegerField(default=0)
     ram_free = models.BigIntegerField(default=0)
     gpu_devices = models.JSONField(default=list, blank=True)
+    # Derived from gpu_devices on every write of it (derived_fields): the fleet's GPU totals are a
+    # sum over nodes, not a walk through every GPU's JSON (1,000 nodes of 8 GPUs: 10 ms a page).
+    gpu_count = models.PositiveIntegerField("GPUs", default=0)
+    gpus_busy = models.PositiveIntegerField("GPUs in use", default=0)
+    gpu_memory_free = models.BigIntegerField("GPU memory free (MB)", default=0)
 
     # Reported by the daemon on node.register (the contract's registration payload).
     hostname = models.CharField(max_length=255, blank=True, default="")
@@ -49,6 +81,10 @@ class Node(OwnedModel):
     # The current session, for operators (admin): when it began and the address it came from.
     connected_at = models.DateTimeField(null=True, blank=True)
     remote_address = models.CharField(max_length=64, blank=True, default="")
+
+    @classmethod
+    def derived_fields(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return gpu_summary(data["gpu_devices"]) if "gpu_devices" in data else {}
 
     class Meta:
         constraints = tenant_constraints("node", "node_id")

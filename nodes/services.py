@@ -225,7 +225,7 @@ def node_register(*, node_pk: str, connection_id: str, data: dict[str, Any]) -> 
             changes.pop("status")  # an operator's maintenance flag outlives a daemon restart
         gpus = _gpu_devices(data.get("gpuDevices"), node.gpu_devices)
         if gpus is not None:
-            changes["gpu_devices"] = gpus
+            changes.update(gpu_devices=gpus, **Node.derived_fields({"gpu_devices": gpus}))
         Node.objects.filter(pk=node_pk).update(**changes)
         _announce(node.owner_org_id, node.pk, node.node_id, changes)
     for field, value in changes.items():
@@ -254,7 +254,7 @@ def heartbeat_changes(node: Node, data: dict[str, Any], at: datetime) -> dict[st
         changes["ram_free"] = max(node.ram_total - ram_used, 0)
     gpus = _gpu_devices(data.get("gpuStatus"), node.gpu_devices)
     if gpus is not None:
-        changes["gpu_devices"] = gpus
+        changes.update(gpu_devices=gpus, **Node.derived_fields({"gpu_devices": gpus}))
     return changes
 
 

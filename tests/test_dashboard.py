@@ -159,3 +159,48 @@ def test_the_node_and_deployment_pages_list_their_commands_and_logs(operator: Cl
     )
     deployment_page = operator.get(f"/admin/deployments/deployment/{deployment.pk}/change/").content.decode()
     assert "model loaded in 2.1 s" in deployment_page
+
+
+def test_the_gpu_totals_follow_what_the_daemons_report(operator: Client) -> None:
+    """The totals are sums of each node's stored GPU figures (nodes.models.gpu_summary): a
+    registration and a heartbeat (through the telemetry flush) move them, as an API edit does."""
+    from django.utils import timezone
+
+    from nodes.models import Node
+    from nodes.services import node_register
+    from nodes.telemetry import Heartbeat, nodes_apply_heartbeats
+
+    node = NodeFactory.create(node_id="node-gpu-01", status="online")
+
+    def totals() -> tuple[int, int, int]:
+        summary = operator.get("/admin/console/summary.json").json()
+        return summary["gpusTotal"], summary["gpusBusy"], summary["gpuMemoryFreeMb"]
+
+    assert totals() == (0, 0, 0)
+    node_register(
+        node_pk=node.pk,
+        connection_id="c1",
+        data={"gpuDevices": [gpu("GPU-0", 0, 0.0), gpu("GPU-1", 0, 0.0), {"deviceId": "GPU-2", "model": "H100"}]},
+    )
+    assert totals() == (3, 0, 2 * 80000)  # GPU-2 reports no memory: counted, no free memory
+    status = [{"deviceId": "GPU-0", "utilization": 97.0}, {"deviceId": "GPU-1", "memoryFree": 60000}]
+    nodes_apply_heartbeats(heartbeats={node.pk: Heartbeat(data={"gpuStatus": status}, at=timezone.now())})
+    assert totals() == (3, 2, 80000 + 60000)  # GPU-0 computes, GPU-1 holds a quarter of its memory
+    stored = Node.objects.get(pk=node.pk)
+    assert (stored.gpu_count, stored.gpus_busy, stored.gpu_memory_free) == (3, 2, 140000)
+
+
+def test_nodes_stored_before_the_gpu_figures_get_them_from_their_gpus() -> None:
+    """The migration that added the per-node GPU figures computes them for the nodes already there."""
+    import importlib
+
+    from django.apps import apps
+
+    from nodes.models import Node
+
+    migration = importlib.import_module("nodes.migrations.0007_node_gpu_summary")
+    NodeFactory.create(node_id="node-old", gpu_devices=[gpu("GPU-0", 40000, 0.0), gpu("GPU-1", 0, 0.0)])
+    Node.objects.update(gpu_count=0, gpus_busy=0, gpu_memory_free=0)  # as the rows were before
+    migration.summarise_stored_gpus(apps, None)
+    stored = Node.objects.get(node_id="node-old")
+    assert (stored.gpu_count, stored.gpus_busy, stored.gpu_memory_free) == (2, 1, 40000 + 80000)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+GPUS = [{"deviceId": "GPU-0", "model": "NVIDIA RTX 4090", "memoryTotal": 24576, "memoryFree": 24000}]
+
 
 def org_id(index: int) -> str:
     return hashlib.md5(f"aiwm-swarm-org-{index}".encode()).hexdigest()[:24]
@@ -40,7 +42,8 @@ def seed_nodes(
             cpu_cores=16,
             ram_total=65536,
             ram_free=32768,
-            gpu_devices=[{"deviceId": "GPU-0", "model": "NVIDIA RTX 4090", "memoryTotal": 24576, "memoryFree": 24000}],
+            gpu_devices=GPUS,
+            **Node.derived_fields({"gpu_devices": GPUS}),
         )
         for i in range(count + warmup)
     ]

@@ -57,6 +57,7 @@ def seed_nodes(count: int, org: str, tokens: int) -> list[dict[str, Any]]:
             ram_total=524288,
             ram_free=262144,
             gpu_devices=gpu_devices(i),
+            **Node.derived_fields({"gpu_devices": gpu_devices(i)}),
         )
         for i in range(count)
     ]
