@@ -136,6 +136,20 @@ class OwnedModelAdmin(StatusBadges, admin.ModelAdmin):
     formfield_overrides = {models.JSONField: {"form_class": PrettyJSONField}}
     # Buttons on the record's page (templates/admin/change_form.html), by URL name.
     operations: dict[str, Operation] = {}
+    # Large JSON documents a list does not show: not read, nor decoded, for each row of its pages.
+    list_defer: tuple[str, ...] = ()
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> Any:
+        base = super().get_changelist(request, **kwargs)
+        deferred = self.list_defer
+        if not deferred:
+            return base
+
+        class DeferringChangeList(base):  # type: ignore[misc, valid-type]
+            def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet:
+                return super().get_queryset(request, exclude_parameters).defer(*deferred)
+
+        return DeferringChangeList
 
     def get_urls(self) -> list[Any]:
         opts = self.model._meta

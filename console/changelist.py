@@ -183,12 +183,7 @@ def _field_display(field: models.Field, empty: str, avoid_link: bool) -> Callabl
     empty_values = field.empty_values
     convert: Callable[[Any], str]
     if isinstance(field, models.DateTimeField):
-        date_time_format = formats.get_format("DATETIME_FORMAT")  # formats.localize's, read once
-
-        def convert(value: Any) -> str:
-            local = timezone.template_localtime(value)  # type: ignore[attr-defined]
-            return dateformat.format(local, date_time_format)
-
+        convert = datetime_formatter()
     elif isinstance(field, (models.IntegerField, models.AutoField)) and not settings.USE_THOUSAND_SEPARATOR:
         convert = str  # what number_format gives an int without grouping
     elif isinstance(field, (models.CharField, models.TextField)) and not isinstance(field, models.URLField):
@@ -232,3 +227,21 @@ def _computed_content(model_admin: Any, name: Any, empty: str, classes: str) -> 
         return display_for_value(value, empty, boolean), css
 
     return content
+
+
+def datetime_formatter() -> Callable[[datetime.datetime], str]:
+    """`formats.localize` of a datetime (local time, DATETIME_FORMAT) with the format parsed once.
+    Django's `dateformat.format` parses it again on every call (~30 us, most of a list row's time);
+    the pieces and the calls are the same as its `Formatter.format`."""
+    pieces: list[tuple[bool, str]] = []
+    for index, piece in enumerate(dateformat.re_formatchars.split(str(formats.get_format("DATETIME_FORMAT")))):  # type: ignore[attr-defined]
+        if index % 2:
+            pieces.append((True, piece))
+        elif piece:
+            pieces.append((False, dateformat.re_escaped.sub(r"\1", piece)))  # type: ignore[attr-defined]
+
+    def format_datetime(value: datetime.datetime) -> str:
+        local = dateformat.DateFormat(timezone.template_localtime(value))  # type: ignore[attr-defined]
+        return "".join([str(getattr(local, piece)()) if specifier else piece for specifier, piece in pieces])
+
+    return format_datetime

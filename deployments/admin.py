@@ -18,6 +18,7 @@ from nodes.admin import ReadOnlyAdmin
 class DeploymentAdmin(OwnedModelAdmin):
     api_serializer = DeploymentSerializer
     # The API's rule: no delete while it runs or a workflow is starting or stopping it.
+    list_defer = ("events",)  # its history, shown on the record's page
     delete_service = staticmethod(deployment_delete)
     list_display = (
         "deployment_id",
