@@ -17,11 +17,12 @@ What it does, in order:
    `--senders` nodes that heartbeat in step 4. Everything is dropped at the end unless `--keep-db`;
 2. picks an empty Redis database (the highest of 1..13), flushed before each service and at the end:
    the services run with REDIS_URL (the production layout: live events through a Redis stream);
-3. serves each database in turn with `manage.py serve` (ONE web process), the small one first; a
-   client logs in through the admin's form and requests `/admin/` (the fleet dashboard) and
-   `/admin/nodes/node/` (the nodes changelist) alternately, one request at a time on one kept-alive
-   connection, `--warmup` rounds then `--requests` timed ones: p50/p99 per page and size, and the
-   ratio of the p50s;
+3. serves every database at once, each with `manage.py serve` (ONE web process each); a client
+   logs in to each through the admin's form and requests `/admin/` (the fleet dashboard) and
+   `/admin/nodes/node/` (the nodes changelist), one request at a time on one kept-alive connection
+   per service, `--warmup` rounds then `--requests` timed ones, a round asking every fleet for both
+   pages in turn (interleaved: the machine's drift during the run touches every fleet alike):
+   p50/p99 per page and size, and the ratio of the p50s; then only the large service is kept;
 4. on the large service: `--subscribers` `GET /api/events` streams (the operator's accessToken from
    `POST /auth/login`) in `--subscriber-procs` aiohttp processes, all subscribed before the window
    (subscribers arriving together at a cold process share one stream reader: a check counts
@@ -216,40 +217,43 @@ def main(argv: list[str]) -> int:
                 log(f"seeded {count} nodes into {name}{metrics}; {time.monotonic() - t_seed:.1f}s in all")
             close_django_connections()
 
-            for count, name in databases.items():
-                reset_redis(redis_url)
-                served = {**env, "DATABASE_URL": f"{pg}/{name}"}
-                log(f"{count} nodes: serving {name} ({time.monotonic() - started:.0f}s into the run)")
-                server = start_service(served, logdir, f"portal-{count}")
-                try:
-                    session = admin_login(server, USERNAME, PASSWORD)
-                    pages[count] = times = time_pages(server, session, count, args.warmup, args.requests)
+            # Every fleet's service at once (one web process each), timed interleaved (pages.time_pages);
+            # then the fan-out on the large fleet's alone.
+            reset_redis(redis_url)
+            servers: dict[int, Server] = {}
+            try:
+                for count, name in databases.items():
+                    log(f"{count} nodes: serving {name} ({time.monotonic() - started:.0f}s into the run)")
+                    served = {**env, "DATABASE_URL": f"{pg}/{name}"}
+                    servers[count] = start_service(served, logdir, f"portal-{count}")
+                targets = {count: (srv, admin_login(srv, USERNAME, PASSWORD)) for count, srv in servers.items()}
+                pages = time_pages(targets, args.warmup, args.requests)
+                for count, times in pages.items():
                     log(
                         f"{count} nodes: "
                         + "; ".join(f"GET {page} p50/p99 {p50_p99(times.latencies[page])} ms" for page in PAGES)
                     )
-                    if count != args.nodes:
-                        continue
-                    for mode in args.fanout_modes:
-                        if mode != args.fanout_modes[0]:
-                            server.stop()
-                            reset_redis(redis_url)
-                            served = {**served, "REDIS_URL": redis_url if mode == "redis" else ""}
-                            server = start_service(served, logdir, f"portal-{count}-{mode}")
-                        elif mode == "memory":
-                            server.stop()
-                            served = {**served, "REDIS_URL": ""}
-                            server = start_service(served, logdir, f"portal-{count}-{mode}")
-                        token = api_login(server, USERNAME, PASSWORD)
-                        log(f"fan-out ({MODES[mode]}): {args.subscribers} subscribers")
-                        result = run_fanout(MODES[mode], server, args, served, logdir, token, daemons)
-                        fanouts.append(result)
-                        log(
-                            f"fan-out ({result.mode}): {result.subscribed} subscribed in {result.subscribe_s:.1f}s; "
-                            f"{result.delivered_all}/{len(result.sent)} heartbeats to all; send -> last p50/p99 "
-                            f"{p50_p99(result.latency)} ms"
-                        )
-                finally:
+                for count in [c for c in servers if c != args.nodes]:
+                    servers.pop(count).stop()
+                server = servers[args.nodes]
+                served = {**env, "DATABASE_URL": f"{pg}/{databases[args.nodes]}"}
+                for mode in args.fanout_modes:
+                    if mode != args.fanout_modes[0] or mode == "memory":
+                        server.stop()
+                        reset_redis(redis_url)
+                        served = {**served, "REDIS_URL": redis_url if mode == "redis" else ""}
+                        server = servers[args.nodes] = start_service(served, logdir, f"portal-{args.nodes}-{mode}")
+                    token = api_login(server, USERNAME, PASSWORD)
+                    log(f"fan-out ({MODES[mode]}): {args.subscribers} subscribers")
+                    result = run_fanout(MODES[mode], server, args, served, logdir, token, daemons)
+                    fanouts.append(result)
+                    log(
+                        f"fan-out ({result.mode}): {result.subscribed} subscribed in {result.subscribe_s:.1f}s; "
+                        f"{result.delivered_all}/{len(result.sent)} heartbeats to all; send -> last p50/p99 "
+                        f"{p50_p99(result.latency)} ms"
+                    )
+            finally:
+                for server in servers.values():
                     server.stop()
         ok = print_results(pages, fanouts, args, seeded)
         log(f"\ntotal wall time {time.monotonic() - started:.0f}s")

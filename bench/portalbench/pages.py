@@ -1,6 +1,7 @@
 """The operator's pages timed: the admin login (the form, its CSRF token, the session cookie), then
-the dashboard and the nodes changelist requested alternately by ONE client, one request at a time
-on one kept-alive connection, each timed from sending the request to the last byte of the page."""
+the dashboard and the nodes changelist of every fleet requested in turn by ONE client, one request
+at a time on one kept-alive connection per fleet, each timed from sending the request to the last
+byte of the page."""
 
 from __future__ import annotations
 
@@ -115,36 +116,48 @@ class PageClient:
             self.conn = None
 
 
-def time_pages(server: Server, session: str, nodes: int, warmup: int, requests: int) -> PageTimes:
-    """`warmup` then `requests` rounds of the dashboard and the changelist, alternately; checks that
-    both answered 200 and show the fleet (the changelist's count of `nodes`)."""
-    out = PageTimes()
-    client = PageClient(server, session)
+def time_pages(targets: dict[int, tuple[Server, str]], warmup: int, requests: int) -> dict[int, PageTimes]:
+    """`warmup` then `requests` rounds over every fleet's service (by node count: the server and its
+    admin session): a round asks each fleet for the dashboard and the changelist before the next
+    round starts. The fleets are timed interleaved, not one after another, so that the machine's
+    drift during a run (2x within a day here, BENCHMARKS.md) slows or speeds every fleet alike and
+    the ratios stay the fleets'. Checks that both pages answered 200 and show the fleet (the
+    changelist's count of nodes)."""
+    out = {nodes: PageTimes() for nodes in targets}
+    clients = {nodes: PageClient(server, session) for nodes, (server, session) in targets.items()}
     try:
         for _ in range(warmup):
-            for page in PAGES:
-                client.get(page)
+            for client in clients.values():
+                for page in PAGES:
+                    client.get(page)
         for _ in range(requests):
-            for page in PAGES:
-                elapsed, status, body = client.get(page)
-                if status == 200:
-                    out.latencies[page].append(elapsed)
-                    out.sizes[page] = len(body)
-                else:
-                    kind = f"HTTP {status}" if status > 0 else body.decode()
-                    out.errors[page][kind] = out.errors[page].get(kind, 0) + 1
-        _, status, body = client.get(CHANGELIST)
-        text = body.decode(errors="replace")
-        shown = f"{nodes} node" in text.replace(",", "")  # the paginator's "1000 nodes" / "1,000 nodes"
-        out.checks.append((f"{CHANGELIST}: HTTP {status}, counts {nodes} node(s)", status == 200 and shown))
-        _, status, body = client.get(DASHBOARD)
-        text = body.decode(errors="replace")
-        out.checks.append((f"{DASHBOARD}: HTTP {status}, the fleet dashboard", status == 200 and "portal-0" in text))
+            for nodes, client in clients.items():
+                for page in PAGES:
+                    elapsed, status, body = client.get(page)
+                    if status == 200:
+                        out[nodes].latencies[page].append(elapsed)
+                        out[nodes].sizes[page] = len(body)
+                    else:
+                        kind = f"HTTP {status}" if status > 0 else body.decode()
+                        out[nodes].errors[page][kind] = out[nodes].errors[page].get(kind, 0) + 1
+        for nodes, client in clients.items():
+            _check_pages(client, nodes, requests, out[nodes])
     finally:
-        client.close()
+        for client in clients.values():
+            client.close()
+    return out
+
+
+def _check_pages(client: PageClient, nodes: int, requests: int, out: PageTimes) -> None:
+    _, status, body = client.get(CHANGELIST)
+    text = body.decode(errors="replace")
+    shown = f"{nodes} node" in text.replace(",", "")  # the paginator's "1000 nodes" / "1,000 nodes"
+    out.checks.append((f"{CHANGELIST}: HTTP {status}, counts {nodes} node(s)", status == 200 and shown))
+    _, status, body = client.get(DASHBOARD)
+    text = body.decode(errors="replace")
+    out.checks.append((f"{DASHBOARD}: HTTP {status}, the fleet dashboard", status == 200 and "portal-0" in text))
     for page in PAGES:
         answered, errors = len(out.latencies[page]), out.errors[page]
         out.checks.append(
             (f"{page}: {answered}/{requests} answered 200, others {errors or 'none'}", answered == requests)
         )
-    return out

@@ -28,7 +28,8 @@ def print_results(
     log(
         f"{args.nodes} nodes with 8 GPUs each (and {args.small_nodes} in the same run), {seeded['metrics']:,} metric "
         f"points ({args.metric_nodes} nodes x {args.metric_days:g} days x 1/min); one logged-in admin client, "
-        f"{args.requests} requests of each page after {args.warmup} warm-up rounds, alternately, sequentially"
+        f"{args.requests} requests of each page after {args.warmup} warm-up rounds, the fleets interleaved "
+        "round by round, one request at a time"
     )
     log("")
     middle = pages.get(args.middle_nodes) if args.middle_nodes else None
