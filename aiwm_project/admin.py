@@ -20,7 +20,7 @@ from django.db import models
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, json_script
 
 from aiwm_project import services
 from aiwm_project.api.errors import flatten_validation_errors
@@ -49,11 +49,23 @@ WARN_STATUSES = {"maintenance", "pending", "queued", "downloading", "unknown", "
 BAD_STATUSES = {"offline", "failed", "timeout", "error", "expired", "unhealthy"}
 
 
+STATUS_KINDS = {
+    **{status: "warn" for status in WARN_STATUSES},
+    **{status: "bad" for status in BAD_STATUSES},
+    **{status: "ok" for status in GOOD_STATUSES},
+}
+
+
 def status_badge(value: Any) -> str:
     """A status as a coloured badge (console/static/console/admin.css)."""
     text = str(value or "-")
-    kind = "ok" if text in GOOD_STATUSES else "bad" if text in BAD_STATUSES else "warn" if text in WARN_STATUSES else ""
-    return format_html('<span class="aiwm-badge {}" data-status="{}">{}</span>', kind, text, text)
+    return format_html('<span class="aiwm-badge {}" data-status="{}">{}</span>', STATUS_KINDS.get(text, ""), text, text)
+
+
+def status_kinds_script() -> str:
+    """The badges' colours for the pages' JavaScript (console/static/console/dashboard.js draws the
+    badges of live events): one list, this module's."""
+    return json_script(STATUS_KINDS, "aiwm-status-kinds")
 
 
 def admin_actor(request: HttpRequest, obj: OwnedModel) -> Principal:

@@ -13,7 +13,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
-from aiwm_project.admin import Operation, OwnedModelAdmin, StatusBadges, admin_actor, status_badge
+from aiwm_project.admin import Operation, OwnedModelAdmin, StatusBadges, admin_actor, status_badge, status_kinds_script
 from aiwm_project.datetimes import format_datetime
 from aiwm_project.exceptions import ServiceError
 from deployments.models import Deployment
@@ -109,9 +109,10 @@ class NodeAdmin(OwnedModelAdmin):
             "<select id='chart-node'><option value='{}'>{}</option></select> <select id='chart-range'>"
             "<option value='3600'>last hour</option><option value='21600'>6 hours</option>"
             "<option value='86400'>24 hours</option><option value='604800'>7 days</option></select>"
-            "<div id='gpu-charts'></div></div><script src='/static/console/dashboard.js'></script>",
+            "<div id='gpu-charts'></div></div>{}<script src='/static/console/dashboard.js'></script>",
             obj.pk,
             obj.node_id,
+            status_kinds_script(),
         )
 
     @admin.display(description="deployments")

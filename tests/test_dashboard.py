@@ -204,3 +204,19 @@ def test_nodes_stored_before_the_gpu_figures_get_them_from_their_gpus() -> None:
     migration.summarise_stored_gpus(apps, None)
     stored = Node.objects.get(node_id="node-old")
     assert (stored.gpu_count, stored.gpus_busy, stored.gpu_memory_free) == (2, 1, 40000 + 80000)
+
+
+def test_the_pages_javascript_colours_badges_from_the_servers_list(operator: Client) -> None:
+    """Live events redraw status badges in the browser: the dashboard and the node page carry the
+    server's status colours (aiwm_project.admin.STATUS_KINDS), not a second list in the script."""
+    import json
+    import re
+
+    from aiwm_project.admin import STATUS_KINDS
+
+    node = NodeFactory.create(node_id="node-gpu-01")
+    for url in ("/admin/", f"/admin/nodes/node/{node.pk}/change/"):
+        html = operator.get(url).content.decode()
+        found = re.search(r'<script id="aiwm-status-kinds" type="application/json">(.*?)</script>', html)
+        assert found and json.loads(found.group(1)) == STATUS_KINDS, url
+    assert STATUS_KINDS["error"] == "bad" and STATUS_KINDS["online"] == "ok" and STATUS_KINDS["pending"] == "warn"

@@ -13,6 +13,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from aiwm_project.admin import status_badge as admin_status_badge
+from aiwm_project.admin import status_kinds_script
 from console import changelist
 from console.dashboard import fleet_overview
 
@@ -22,6 +23,11 @@ register = template.Library()
 @register.simple_tag
 def status_badge(value: Any) -> str:
     return admin_status_badge(value)
+
+
+@register.simple_tag
+def status_kinds() -> str:
+    return status_kinds_script()
 
 
 @register.inclusion_tag("admin/fleet_dashboard.html", takes_context=True)

@@ -6,8 +6,10 @@
   if (!root) return;
   const liveState = document.getElementById("live-state");
   const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
-  const good = ["online", "running", "completed", "succeeded"], bad = ["offline", "failed", "timeout", "expired"];
-  const badge = (v) => `<span class="aiwm-badge ${good.includes(v) ? "ok" : bad.includes(v) ? "bad" : "warn"}" data-status="${esc(v)}">${esc(v)}</span>`;
+  // The badges' colours by status: the page carries the server's own list (aiwm_project/admin.py).
+  const kindsScript = document.getElementById("aiwm-status-kinds");
+  const kinds = kindsScript ? JSON.parse(kindsScript.textContent) : {};
+  const badge = (v) => `<span class="aiwm-badge ${kinds[v] || ""}" data-status="${esc(v)}">${esc(v)}</span>`;
   const when = (iso) => { const d = new Date(iso); return isNaN(d) ? "never" : d.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC"); };
 
   function nodeRows(id) { return root.querySelectorAll(`tr[data-node="${CSS.escape(id)}"]`); }
