@@ -63,7 +63,12 @@ def _download_step(model: AIModel, *, index: int, node_id: str) -> StepDefinitio
         "command": {
             "type": CommandType.MODEL_DOWNLOAD,
             "resource": {"type": ResourceType.MODEL, "id": model.model_id},
-            "data": {"repository": model.repository, "fileName": model.file_name, "downloadPath": model_path(model)},
+            "data": {
+                "repository": model.repository,
+                "fileName": model.file_name,
+                "downloadPath": model_path(model),
+                **({"sha256": model.sha256} if model.sha256 else {}),
+            },
         },
         "nodeId": node_id,
         "timeoutSeconds": DOWNLOAD_TIMEOUT_SECONDS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.validators import RegexValidator
 from django.db import models
 
 from aiwm_project.models import OwnedModel, tenant_constraints, tenant_indexes
@@ -25,6 +26,14 @@ class AIModel(OwnedModel):
     repository = models.CharField(max_length=1024, blank=True, default="")
     file_name = models.CharField(max_length=255, blank=True, default="")
     file_size = models.BigIntegerField(default=0)  # bytes
+    # The file's expected SHA-256 (lowercase hex; additive to the contract): the node's agent
+    # refuses a download that does not match. Empty: unknown (Hugging Face's own is used then).
+    sha256 = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        validators=[RegexValidator(r"^[0-9a-f]{64}$", "sha256: 64 lowercase hexadecimal digits")],
+    )
     is_downloaded = models.BooleanField(default=False)
     download_path = models.CharField(max_length=1024, blank=True, default="")
     download_progress = models.FloatField(default=0)  # percent, 0-100
