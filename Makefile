@@ -4,15 +4,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 AIWM_PORT ?= 3003
+# `make run` runs this machine as a node of this organization too (its agent, aiwm_node);
+# `make run LOCAL_NODE_ORG=` serves without it.
+LOCAL_NODE_ORG ?= org-1
 # The PostgreSQL pass of `make test`; CI=true makes its absence a failure instead of a skip.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
 .PHONY: browser node-deps run test test-sqlite test-postgres lint typecheck check install migrate bench-list bench-smoke clean
 
-$(STAMP): requirements.lock
+$(STAMP): requirements.lock aiwm_node/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.lock
+	# The node agent (its dependencies are in the lock): the `aiwm-node` command in .venv/bin.
+	$(PY) -m pip install -q --no-deps -e ./aiwm_node
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,7 +27,7 @@ migrate: $(STAMP)
 
 run: migrate
 	$(PY) manage.py aiwm_banner --port $(AIWM_PORT)
-	$(PY) manage.py serve --port $(AIWM_PORT)
+	$(PY) manage.py serve --port $(AIWM_PORT) $(if $(LOCAL_NODE_ORG),--local-node $(LOCAL_NODE_ORG))
 
 test: check browser node-deps test-sqlite test-postgres
 

@@ -198,3 +198,76 @@ def deployment_append_logs(*, org_id: str, node_id: str, deployment_id: str, log
         )
     DeploymentLog.objects.bulk_create(rows)
     return len(rows)
+
+
+# The deployments a node may report on one register (more is a malformed report).
+MAX_REPORTED_DEPLOYMENTS = 256
+RECONCILE_ACTOR = "system:reconcile"
+
+
+def deployments_reconcile_node(*, org_id: str, node_id: str, reported: Any) -> dict[str, list[str]]:
+    """What a node says it runs (node.register's `deployments`, from AIWM's agent) against the
+    records, on every register — the node's word is the truth about its processes:
+
+    - recorded on this node, live and not stopped, and reported: the reported state is applied
+      (as a `deployment.status` would be);
+    - reported but stopped, deleted, unknown or another node's: the node is told to stop it
+      (`deployment.stop` through the command outbox; not again while one is on its way);
+    - recorded running on this node but not reported: failed, with an event saying so.
+
+    Heartbeats stopping changes none of this; only a register that says otherwise does. Locks each
+    deployment it changes. Returns the ids {"applied", "stopped", "failed"}.
+    """
+    from nodes.choices import CommandStatus
+    from nodes.commands import send_command
+    from nodes.models import NodeCommand
+
+    if not isinstance(reported, list):
+        raise ValidationFailed(["data.deployments: must be a list"])
+    reports = {
+        item["deploymentId"][:128]: item
+        for item in reported[:MAX_REPORTED_DEPLOYMENTS]
+        if isinstance(item, dict) and isinstance(item.get("deploymentId"), str) and item["deploymentId"]
+    }
+    outcome: dict[str, list[str]] = {"applied": [], "stopped": [], "failed": []}
+    live = {d.deployment_id: d for d in Deployment.objects.for_org(org_id).filter(node_id=node_id)}
+    for deployment_id, report in reports.items():
+        deployment = live.get(deployment_id)
+        if deployment is not None and deployment.status != DeploymentStatus.STOPPED:
+            if report.get("status") in NODE_STATUS:
+                deployment_apply_node_status(org_id=org_id, node_id=node_id, deployment_id=deployment_id, data=report)
+                outcome["applied"].append(deployment_id)
+            continue
+        on_its_way = NodeCommand.objects.filter(
+            owner_org_id=org_id,
+            node_id=node_id,
+            type="deployment.stop",
+            resource__id=deployment_id,
+            status__in=(CommandStatus.QUEUED, CommandStatus.SENT, CommandStatus.ACKNOWLEDGED),
+        ).exists()
+        if not on_its_way:
+            send_command(
+                org_id=org_id,
+                node_id=node_id,
+                type="deployment.stop",
+                resource={"type": "deployment", "id": deployment_id},
+                data={"gracefulShutdown": True, "timeoutSeconds": 30},
+                actor_id=RECONCILE_ACTOR,
+            )
+        outcome["stopped"].append(deployment_id)
+    for deployment_id, deployment in live.items():
+        if deployment_id in reports or not (deployment.status == DeploymentStatus.RUNNING or deployment.is_running):
+            continue
+        with transaction.atomic():
+            locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+            if locked.status != DeploymentStatus.RUNNING and not locked.is_running:
+                continue
+            deployment_change(
+                deployment=locked,
+                changes={"status": DeploymentStatus.FAILED, "is_running": False, "health_status": "unhealthy"},
+                event="node.reconcile",
+                message=f"node {node_id} registered without it: its model server is not running there",
+                severity=EventSeverity.ERROR,
+            )
+        outcome["failed"].append(deployment_id)
+    return outcome

@@ -28,7 +28,7 @@ from aiwm_project.datetimes import believable_time, iso_now
 from aiwm_project.db import db_sync_to_async
 from aiwm_project.exceptions import ServiceError
 from aiwm_project.parsers import check_json_value
-from deployments.services import deployment_append_logs, deployment_apply_node_status
+from deployments.services import deployment_append_logs, deployment_apply_node_status, deployments_reconcile_node
 from executions.engine import execution_apply_result
 from gateway import telemetry
 from gateway.identity import NodeIdentity
@@ -190,6 +190,12 @@ def _deployment_id(data: dict[str, Any]) -> str:
 
 def on_register(conn: Connection, message: dict[str, Any]) -> list[Reply]:
     node = services.node_register(node_pk=conn.identity.node_pk, connection_id=conn.connection_id, data=message["data"])
+    if isinstance(message["data"].get("deployments"), list):
+        # A daemon that says what it runs (AIWM's agent) is reconciled with the records; one that
+        # does not say (the contract's daemons) leaves them as they are.
+        deployments_reconcile_node(
+            org_id=conn.identity.org_id, node_id=conn.identity.node_id, reported=message["data"]["deployments"]
+        )
     pending = commands.commands_pending_for(org_id=conn.identity.org_id, node_id=conn.identity.node_id)
     ack = {
         "status": "success",

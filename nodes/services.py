@@ -18,7 +18,7 @@ from django.utils import timezone
 from aiwm_project import live_events
 from aiwm_project.auth import Principal
 from aiwm_project.exceptions import NotFoundError
-from aiwm_project.services import entity_update
+from aiwm_project.services import entity_create, entity_update
 from nodes.choices import NodeStatus
 from nodes.models import InboundMessage, Node, NodeMetric
 
@@ -84,6 +84,23 @@ def _gpu_devices(reported: Any, known: list[dict[str, Any]] | None = None) -> li
         if temperature is not None:
             device["temperature"] = temperature
     return [by_id[i] for i in order]
+
+
+LOCAL_NODE_ACTOR = "system:local-node"
+
+
+def local_node_enroll(*, org_id: str, node_id: str, name: str) -> tuple[Node, str]:
+    """This machine as a node of `org_id` (`manage.py serve --local-node`, on by default in
+    `make run`): the node record, made once and marked `isLocal`, and a fresh token for its agent
+    (which revokes the one before: one agent speaks for it)."""
+    node = Node.objects.for_org(org_id).filter(node_id=node_id).first()
+    if node is None:
+        actor = Principal(user_id=LOCAL_NODE_ACTOR, org_id=org_id, roles=("organization.owner",))
+        # Hardware figures are the agent's to report (node.register); the record starts empty.
+        data = {"node_id": node_id, "name": name, "is_local": True, "cpu_cores": 0}
+        node = entity_create(model=Node, data=data, actor=actor)
+    token, _ = node_issue_token(node=node, actor_id=LOCAL_NODE_ACTOR)
+    return node, token
 
 
 def node_issue_token(*, node: Node, actor_id: str) -> tuple[str, datetime]:

@@ -144,3 +144,24 @@ def test_start_with_wait_answers_with_the_outcome(personas: Personas, deployment
     for bad in ("-1", "301", "²", "soon"):
         refused = assert_error(owner.post(f"{URL}/stop?wait={bad}", {}, format="json"), 400)
         assert refused["errors"][0].startswith("wait"), refused
+
+
+def test_reconcile_tells_the_node_to_stop_what_it_should_not_run_once(personas: Personas) -> None:
+    """deployments_reconcile_node (every register of AIWM's agent): a deployment the node reports
+    but the records do not have live on it (unknown, deleted, another node's) gets one deployment.stop,
+    not one per register; malformed entries are skipped."""
+    from deployments.services import deployments_reconcile_node
+    from nodes.models import NodeCommand
+    from tests.support.factories import AIModelFactory, DeploymentFactory, NodeFactory
+
+    NodeFactory.create(node_id="node-a")
+    NodeFactory.create(node_id="node-b")
+    AIModelFactory.create(model_id="m1", name="M", node_id="node-b")
+    DeploymentFactory.create(deployment_id="dep-elsewhere", model_id="m1", node_id="node-b")
+    reported = [{"deploymentId": "dep-unknown", "status": "running"}, {"deploymentId": "dep-elsewhere"}, "junk", {}]
+    first = deployments_reconcile_node(org_id=ORG_A, node_id="node-a", reported=reported)
+    assert first == {"applied": [], "stopped": ["dep-unknown", "dep-elsewhere"], "failed": []}
+    again = deployments_reconcile_node(org_id=ORG_A, node_id="node-a", reported=reported)
+    assert again["stopped"] == ["dep-unknown", "dep-elsewhere"]
+    stops = NodeCommand.objects.filter(node_id="node-a", type="deployment.stop")
+    assert sorted(c.resource["id"] for c in stops) == ["dep-elsewhere", "dep-unknown"]  # once each

@@ -18,6 +18,8 @@ APPS = (*DOMAIN_APPS, "gateway")
 ADAPTER_APPS = ("gateway", "console")
 # The base package's composition roots: they wire the apps together, so they may import them.
 COMPOSITION_ROOTS = {"asgi.py", "urls.py", "celery.py", "background.py", "tasks.py"}
+# `manage.py serve` composes the web process, and with --local-node this machine's node and agent.
+COMPOSITION_ROOT_FILES = {ROOT / "aiwm_project" / "management" / "commands" / "serve.py"}
 # The HTTP layer of an app: may use the shared API layer (aiwm_project.api).
 ADAPTER_MODULES = {"views.py", "serializers.py", "urls.py", "admin.py"}
 
@@ -47,8 +49,18 @@ def _offences(paths: Iterator[Path], forbidden: tuple[str, ...]) -> list[str]:
 
 
 def test_the_base_package_imports_no_app_outside_its_composition_roots() -> None:
-    paths = (p for p in _sources("aiwm_project") if p.name not in COMPOSITION_ROOTS or p.parent.name != "aiwm_project")
+    paths = (
+        p
+        for p in _sources("aiwm_project")
+        if (p.name not in COMPOSITION_ROOTS or p.parent.name != "aiwm_project") and p not in COMPOSITION_ROOT_FILES
+    )
     assert _offences(paths, (*APPS, "console")) == []
+
+
+def test_the_node_agent_imports_nothing_of_the_server() -> None:
+    """aiwm_node is installed on GPU servers by itself: no Django, no app, no project package."""
+    server = ("django", "rest_framework", "channels", "aiwm_project", "console", *APPS)
+    assert _offences(_sources("aiwm_node"), server) == []
 
 
 @pytest.mark.parametrize("app", DOMAIN_APPS)

@@ -11,6 +11,9 @@
 - `npm_daemon`: the npm `socket.io-client` daemon as a child process (`node_binary` fixture).
 - `processes`: child web/Celery processes sharing the test database and Redis (`processes` fixture).
 - `executions`: building blocks of execution-engine tests.
+- `agent`: the node agent (aiwm_node) as a process of its own; `fake_model_server`: a stand-in
+  model server that misbehaves on purpose; `fake_nvml`: a stand-in NVML with two GPUs;
+  `range_server`: a local file server with ranges, throttling and failure knobs (downloads).
 
 Modules defining fixtures are registered as plugins in tests/conftest.py.
 """

@@ -1,0 +1,552 @@
+"""The node agent (aiwm_node) as a real process against the real service: it registers the machine
+with its real facts, reports real psutil telemetry at the intervals register.ack gives, answers
+commands once, keeps what must arrive in its outbox across a lost connection, and says what it is
+doing (`aiwm-node status`). Unit tests of its parts (the store, NVML readings with a stand-in
+NVML, backoff, settings) at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import uvicorn
+
+import aiwm_node
+from nodes.commands import send_command
+from nodes.models import Node, NodeCommand, NodeMetric
+from tests.support.agent import AgentProcess, running_agent
+from tests.support.factories import NodeFactory
+from tests.support.fake_nvml import FakeNvml
+from tests.support.live_server import LiveGateway, eventually, free_port
+
+MB = 1024 * 1024
+WAIT = 30.0  # seconds: the bound on a wait for the agent (a process of its own, on a shared machine)
+
+
+@pytest.fixture
+def quick_telemetry(settings: Any) -> None:
+    settings.AIWM_HEARTBEAT_INTERVAL_MS = 300
+    settings.AIWM_METRICS_INTERVAL_MS = 300
+
+
+def fresh(node: Node) -> Node:
+    return Node.objects.get(pk=node.pk)
+
+
+def test_the_agent_registers_this_machine_and_reports_real_telemetry(
+    gateway: LiveGateway, quick_telemetry: None, tmp_path: Path
+) -> None:
+    node, token = NodeFactory.with_token(node_id="node-local")
+    with running_agent(server=gateway.url, token=token, data_dir=tmp_path / "agent") as agent:
+        registered = eventually(lambda: (n := fresh(node)).registered_at and n.websocket_connected and n, WAIT)
+        assert registered, agent.log()
+        assert registered.hostname == socket.gethostname()
+        assert registered.cpu_cores == psutil.cpu_count(logical=True)
+        assert registered.ram_total == psutil.virtual_memory().total // MB
+        assert registered.disk_total == psutil.disk_usage(str(tmp_path)).total // MB
+        assert registered.daemon_version == aiwm_node.__version__
+        assert registered.os and registered.cpu_model and registered.ip_address
+        assert registered.gpu_devices == []  # no NVML on this machine: a node without GPUs
+        # Heartbeats move lastHeartbeat on, with psutil's figures; metric points are kept.
+        first = registered.last_heartbeat
+        beat = eventually(lambda: (n := fresh(node)).last_heartbeat and n.last_heartbeat != first and n, WAIT)
+        assert beat and beat.status == "online" and 0 <= beat.cpu_usage <= 100 * (psutil.cpu_count() or 1)
+        assert 0 < beat.ram_free <= beat.ram_total
+        point = eventually(lambda: NodeMetric.objects.filter(node_id="node-local").order_by("-timestamp").first(), WAIT)
+        assert point is not None, agent.log()
+        assert point.data["ram"]["total"] == psutil.virtual_memory().total // MB
+        assert point.data["cpu"]["cores"] == psutil.cpu_count(logical=True)
+        assert point.data["network"]["rxBytes"] >= 0 and point.data["disk"]["total"] > 0
+        # `aiwm-node status` reads the data dir of the running agent.
+        status = agent.status()
+        assert status["running"] is True and status["pid"] == agent.pid
+        assert status["agentId"] and status["session"]["nodeId"] == "node-local"
+        assert agent.stop() == 0
+    assert eventually(lambda: not fresh(node).websocket_connected, WAIT)
+    assert AgentProcess(server=gateway.url, token=token, data_dir=tmp_path / "agent").status()["running"] is False
+
+
+def test_the_agent_id_is_stable_and_one_agent_runs_per_data_dir(gateway: LiveGateway, tmp_path: Path) -> None:
+    node, token = NodeFactory.with_token(node_id="node-local")
+    data_dir = tmp_path / "agent"
+    with running_agent(server=gateway.url, token=token, data_dir=data_dir) as agent:
+        assert eventually(lambda: fresh(node).websocket_connected, WAIT), agent.log()
+        first_id = agent.status()["agentId"]
+        second = AgentProcess(server=gateway.url, token=token, data_dir=data_dir).start()
+        assert second.process is not None and second.process.wait(WAIT) == 1  # refused: the dir is taken
+        assert "another agent is running" in second.log()
+        agent.kill()  # SIGKILL: the kernel releases the instance lock
+    with running_agent(server=gateway.url, token=token, data_dir=data_dir) as again:
+        assert eventually(lambda: again.status().get("session"), WAIT)
+        assert again.status()["agentId"] == first_id
+
+
+def test_a_command_is_acknowledged_and_answered_and_a_repeat_is_answered_from_the_store(
+    gateway: LiveGateway, tmp_path: Path
+) -> None:
+    """command.cancel of nothing: the simplest command with a result. The repeat is the same
+    command re-sent by a control plane that lost the ack and result (their ledger rows and the
+    command's state rolled back, as a restore from backup would): the agent answers it from its
+    store with the same ids — the handler does not run again."""
+    from nodes.models import InboundMessage
+
+    node, token = NodeFactory.with_token(node_id="node-local")
+    with running_agent(server=gateway.url, token=token, data_dir=tmp_path / "agent") as agent:
+        assert eventually(lambda: fresh(node).websocket_connected, WAIT), agent.log()
+        command = send_command(
+            org_id=node.owner_org_id,
+            node_id=node.node_id,
+            type="command.cancel",
+            resource={"type": "command", "id": "nothing"},
+            data={"originalMessageId": "not-running"},
+        )
+        done = eventually(lambda: (c := NodeCommand.objects.get(pk=command.pk)).status == "succeeded" and c, WAIT)
+        assert done, agent.log()
+        assert done.result == {"cancelled": False, "reason": "not running"}
+        answers = InboundMessage.objects.filter(type__in=["command.ack", "command.result"])
+        ledger = set(answers.values_list("message_id", flat=True))
+        assert len(ledger) == 2
+        agent.stop()
+        NodeCommand.objects.filter(pk=command.pk).update(status="sent", result=None, acknowledged_at=None)
+        answers.delete()
+        with running_agent(server=gateway.url, token=token, data_dir=tmp_path / "agent") as again:
+            answered = eventually(lambda: NodeCommand.objects.get(pk=command.pk).status == "succeeded", WAIT)
+            assert answered, again.log()
+            # The same ack and result ids as the first time: what the control plane applies once.
+            assert set(answers.values_list("message_id", flat=True)) == ledger
+            assert again.status()["commands"] == {"done": 1}
+
+
+class RestartableServer:
+    """The whole application on a fixed port, stopped and started again (a control plane that
+    goes away and comes back)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        from aiwm_project.asgi import application
+        from aiwm_project.server import uvicorn_config
+
+        self._server = uvicorn.Server(uvicorn_config("127.0.0.1", self.port, app=application, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        assert eventually(lambda: self._server is not None and self._server.started, 10), "uvicorn did not start"
+
+    def stop(self) -> None:
+        assert self._server is not None and self._thread is not None
+        self._server.should_exit = True
+        self._thread.join(15)
+
+
+@pytest.fixture
+def restartable(transactional_db: None) -> Any:
+    from tests.support.live_server import _close_server_connections
+
+    server = RestartableServer()
+    server.start()
+    yield server
+    server.stop()
+    _close_server_connections()
+
+
+def test_the_agent_reconnects_by_itself_after_the_server_went_away(
+    restartable: RestartableServer, quick_telemetry: None, tmp_path: Path
+) -> None:
+    """python-socketio's client does not reconnect after a disconnect the server made: the agent's
+    own loop does, registers again, and its heartbeats carry on."""
+    node, token = NodeFactory.with_token(node_id="node-local")
+    with running_agent(server=restartable.url, token=token, data_dir=tmp_path / "agent") as agent:
+        first = eventually(lambda: fresh(node).registered_at, WAIT)
+        assert first, agent.log()
+        restartable.stop()
+        assert eventually(lambda: not fresh(node).websocket_connected, WAIT)
+        time.sleep(1.5)  # a few failed attempts while nothing listens
+        restartable.start()
+        again = eventually(lambda: (n := fresh(node)).registered_at != first and n.websocket_connected and n, WAIT)
+        assert again, agent.log()
+        beat = again.last_heartbeat
+        assert eventually(lambda: fresh(node).last_heartbeat != beat, WAIT)
+        assert agent.alive() and "cannot connect" in agent.log()
+
+
+# --- Unit tests of the agent's parts.
+
+
+def test_the_store_keeps_the_outbox_in_order_and_a_command_once(tmp_path: Path) -> None:
+    from aiwm_node.store import Store
+
+    store = Store(tmp_path / "agent.sqlite3")
+    assert store.put({"type": "command.ack", "messageId": "a"}) and store.put(
+        {"type": "command.result", "messageId": "b"}
+    )
+    assert not store.put({"type": "command.ack", "messageId": "a"})  # a repeat is queued once
+    assert [q.message_id for q in store.queued()] == ["a", "b"]
+    store.sent("a")
+    assert [q.message_id for q in store.queued()] == ["b"] and store.outbox_depth() == 1
+    command = {"type": "model.download", "messageId": "m1", "data": {}}
+    assert store.take_command(command) is None  # new: run it
+    known = store.take_command(command)
+    assert known is not None and known.state == "running" and [c.message_id for c in store.running_commands()] == ["m1"]
+    store.finish_command("m1", {"status": "success", "result": {"x": 1}})
+    store.close()
+    reopened = Store(tmp_path / "agent.sqlite3")  # what survives the agent's restart
+    known = reopened.take_command(command)
+    assert known is not None and known.state == "done" and known.result == {"status": "success", "result": {"x": 1}}
+    assert reopened.running_commands() == [] and reopened.outbox_depth() == 1
+
+
+def test_a_repeated_command_runs_once_and_is_answered_with_the_same_ids(tmp_path: Path) -> None:
+    from aiwm_node.agent import Agent, CommandRun
+    from aiwm_node.config import Config
+    from aiwm_node.gpus import Gpus
+
+    calls: list[str] = []
+
+    async def handler(agent: Agent, run: CommandRun) -> dict[str, Any]:
+        calls.append(run.body["messageId"])
+        return {"done": True}
+
+    async def scenario() -> list[tuple[str, str]]:
+        agent = Agent(
+            Config(server="http://127.0.0.1:9", token="t", data_dir=tmp_path),
+            gpus=Gpus.none(),
+            handlers={"model.download": handler},
+        )
+        command = {"type": "model.download", "messageId": "m1", "resource": {"type": "model", "id": "x"}, "data": {}}
+        agent.on_command(command)
+        await asyncio.gather(*(r.task for r in agent.runs.values() if r.task))
+        first = [(q.type, q.message_id) for q in agent.store.queued()]
+        for queued in agent.store.queued():
+            agent.store.sent(queued.message_id)  # delivered
+        agent.on_command(command)  # the control plane sends it again
+        await asyncio.sleep(0)
+        second = [(q.type, q.message_id) for q in agent.store.queued()]
+        agent.store.close()
+        assert first == second
+        return first
+
+    sent = asyncio.run(scenario())
+    assert calls == ["m1"]  # ran once
+    assert [kind for kind, _ in sent] == ["command.ack", "command.result"]
+
+
+def test_gpus_are_read_by_uuid_with_what_each_device_supports() -> None:
+    from aiwm_node.gpus import Gpus
+
+    gpus = Gpus.open(FakeNvml())
+    readings = gpus.read()
+    assert [r.uuid for r in readings] == [
+        "GPU-00000000-aaaa-bbbb-cccc-dddddddddddd",
+        "GPU-00000001-aaaa-bbbb-cccc-dddddddddddd",
+    ]
+    assert readings[0].device() == {
+        "deviceId": "GPU-00000000-aaaa-bbbb-cccc-dddddddddddd",
+        "model": "NVIDIA H100 80GB HBM3",
+        "memoryTotal": 81559,
+        "memoryFree": 80559,
+        "memoryUsed": 1000,
+        "utilization": 40.0,
+        "temperature": 60.0,
+    }
+    metric = readings[0].metric()
+    assert metric["powerUsage"] == 312.5 and "fanSpeed" not in metric
+    assert metric["processes"] == [{"pid": 4242, "memoryUsed": 900}]
+    assert gpus.memory_used_by({4242}) == 900 and gpus.memory_used_by({1}) == 0
+
+
+def test_no_nvml_or_a_hung_one_is_a_node_without_gpus() -> None:
+    from aiwm_node.gpus import Gpus
+
+    class Missing(FakeNvml):
+        def nvmlInit(self) -> None:
+            raise OSError("NVML Shared Library Not Found")
+
+    assert Gpus.open(Missing()).read() == []
+    started = time.monotonic()
+    assert Gpus.open(FakeNvml(hang=True), timeout=0.3).read() == []
+    assert time.monotonic() - started < 5
+    real = Gpus.open().read()  # the real library: on a machine without the driver, no GPUs and no error
+    assert real == [] or Path("/proc/driver/nvidia").exists()
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    from aiwm_node.agent import backoff
+
+    for attempt, ceiling in ((1, 1.0), (2, 2.0), (3, 4.0), (7, 60.0), (30, 60.0)):
+        delays = [backoff(attempt, 1.0, 60.0) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert max(delays) - min(delays) > ceiling / 10  # spread: a fleet does not come back in step
+
+
+def test_settings_come_from_flags_over_the_environment_over_the_config_file(tmp_path: Path) -> None:
+    from aiwm_node.config import load
+
+    (tmp_path / "config.toml").write_text('server = "http://file:1"\ntoken = "file-token"\nnode_id = "from-file"\n')
+    environ = {"AIWM_NODE_DATA_DIR": str(tmp_path), "AIWM_NODE_TOKEN": "env-token"}
+    config = load({"server": "http://flag:2/"}, environ)
+    assert (config.server, config.token, config.node_id, config.data_dir) == (
+        "http://flag:2",
+        "env-token",
+        "from-file",
+        tmp_path,
+    )
+    (tmp_path / "config.toml").write_text('sever = "typo"\n')
+    with pytest.raises(ValueError, match="unknown settings: sever"):
+        load({}, environ)
+
+
+def test_make_run_serves_this_machine_as_a_node_of_its_organization(tmp_path: Path) -> None:
+    """`manage.py serve --local-node ORG` (what `make run` runs) on a fresh embedded install: the
+    node record appears in ORG, its agent connects and registers this machine, and stopping the
+    server stops the agent too."""
+    import json
+    import subprocess
+    import urllib.request
+
+    from tests.support.agent import ROOT
+
+    env = {
+        **os.environ,
+        "AIWM_VAR_DIR": str(tmp_path / "var"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'aiwm.sqlite3'}",
+        "AIWM_HEARTBEAT_INTERVAL_MS": "500",
+    }
+    env.pop("REDIS_URL", None)
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+    owner = ["--username", "ops", "--user-id", "u1", "--org-id", "org-1", "--roles", "organization.owner"]
+    token = subprocess.run(
+        [*manage, "issue_token", *owner], cwd=ROOT, env=env, check=True, capture_output=True, timeout=60, text=True
+    ).stdout.strip()
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen(
+        [*manage, "serve", "--host", "127.0.0.1", "--port", str(port), "--local-node", "org-1"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+    def local_nodes() -> list[dict[str, Any]]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/nodes", headers={"Authorization": f"Bearer {token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return [n for n in json.loads(response.read())["data"] if n["isLocal"]]
+        except OSError:
+            return []
+
+    try:
+        node = eventually(lambda: [n for n in local_nodes() if n["websocketConnected"] and n["hostname"]], WAIT)
+        assert node, (tmp_path / "serve.log").read_text()
+        assert node[0]["nodeId"].startswith("local-")
+        assert node[0]["hostname"] == socket.gethostname() and node[0]["status"] == "online"
+        agent_pid = int((tmp_path / "var" / "node" / "agent.pid").read_text())
+        assert psutil.pid_exists(agent_pid)
+    finally:
+        serve.send_signal(signal.SIGTERM)  # the server alone: it stops its agent itself
+        try:
+            serve.wait(30)
+        finally:
+            log.close()
+            stopped = eventually(lambda: not psutil.pid_exists(agent_pid), WAIT)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(serve.pid, signal.SIGKILL)  # tidy up whatever is left of the process group
+    assert stopped  # uvicorn ends on the signal it stopped on (-15): the agent goes with it
+
+
+def test_the_server_acknowledges_a_message_once_it_is_applied(gateway: LiveGateway) -> None:
+    """What the agent's outbox relies on: the Socket.IO acknowledgement of a node's message comes
+    after the server applied it — the command is acknowledged in the database when `call` returns."""
+    import socketio
+
+    node, token = NodeFactory.with_token(node_id="node-local")
+    command = send_command(
+        org_id=node.owner_org_id, node_id=node.node_id, type="command.cancel", data={"originalMessageId": "x"}
+    )
+
+    async def scenario() -> None:
+        from aiwm_node import protocol
+
+        client = socketio.AsyncClient(reconnection=False)
+        await client.connect(
+            gateway.url, namespaces=[protocol.NAMESPACE], auth={"token": token}, transports=["websocket"]
+        )
+        try:
+            body = {"type": "command.cancel", "messageId": command.message_id}
+            ack = protocol.command_ack(body)
+            await client.call("command.ack", ack, namespace=protocol.NAMESPACE, timeout=10)
+            assert await asyncio.to_thread(lambda: NodeCommand.objects.get(pk=command.pk).status) == "acknowledged"
+        finally:
+            await client.disconnect()
+
+    asyncio.run(scenario())
+
+
+# --- Model servers across restarts, and the control plane's reconcile on every register.
+
+FAKE_SERVER = Path(__file__).resolve().parent / "support" / "fake_model_server.py"
+
+
+def _deployment(node: Node, deployment_id: str = "dep-1") -> Any:
+    from tests.support.factories import AIModelFactory, DeploymentFactory
+
+    AIModelFactory.create(model_id="model-1", name="M", node_id=node.node_id)
+    return DeploymentFactory.create(deployment_id=deployment_id, model_id="model-1", node_id=node.node_id)
+
+
+def _start_fake_server(node: Node, tmp_path: Path, deployment_id: str = "dep-1") -> NodeCommand:
+    """deployment.start as the control plane sends it, with a command template (the stand-in server)."""
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"weights")
+    data = {"modelPath": str(model), "port": free_port(), "command": f"{sys.executable} {FAKE_SERVER} --port {{port}}"}
+    return send_command(
+        org_id=node.owner_org_id,
+        node_id=node.node_id,
+        type="deployment.start",
+        resource={"type": "deployment", "id": deployment_id},
+        data=data,
+    )
+
+
+def _servers_for(deployment_id: str) -> list[int]:
+    found = []
+    for process in psutil.process_iter(["environ"]):
+        with contextlib.suppress(psutil.Error):
+            if (process.info["environ"] or {}).get("AIWM_DEPLOYMENT_ID") == deployment_id:
+                found.append(process.pid)
+    return found
+
+
+def test_a_killed_agent_adopts_its_running_server_and_the_records_stay_as_they_were(
+    gateway: LiveGateway, tmp_path: Path
+) -> None:
+    from deployments.models import Deployment
+
+    node, token = NodeFactory.with_token(node_id="node-local")
+    deployment = _deployment(node)
+    data_dir = tmp_path / "agent"
+    with running_agent(server=gateway.url, token=token, data_dir=data_dir) as agent:
+        assert eventually(lambda: fresh(node).websocket_connected, WAIT), agent.log()
+        command = _start_fake_server(node, tmp_path)
+        started = eventually(lambda: (c := NodeCommand.objects.get(pk=command.pk)).status == "succeeded" and c, WAIT)
+        assert started, agent.log()
+        running = eventually(lambda: (d := Deployment.objects.get(pk=deployment.pk)).status == "running" and d, WAIT)
+        assert running and running.endpoint == started.result["endpoint"]
+        [pid] = _servers_for("dep-1")
+        agent.kill()
+    try:
+        assert psutil.pid_exists(pid)  # the server outlived its agent
+        with running_agent(server=gateway.url, token=token, data_dir=data_dir) as again:
+            registered = fresh(node).registered_at
+            assert eventually(lambda: fresh(node).registered_at != registered and fresh(node).websocket_connected, WAIT)
+            time.sleep(1)  # what the reconcile of that register did has committed
+            assert _servers_for("dep-1") == [pid]  # adopted: the same process, no second one
+            after = Deployment.objects.get(pk=deployment.pk)
+            assert after.status == "running" and after.endpoint == running.endpoint, after.events
+            assert again.status()["running"]
+    finally:
+        for leftover in _servers_for("dep-1"):
+            os.killpg(leftover, signal.SIGKILL)
+
+
+def test_a_deployment_stopped_while_its_node_was_away_is_stopped_when_it_registers(
+    gateway: LiveGateway, tmp_path: Path
+) -> None:
+    from deployments.models import Deployment
+
+    node, token = NodeFactory.with_token(node_id="node-local")
+    deployment = _deployment(node)
+    data_dir = tmp_path / "agent"
+    with running_agent(server=gateway.url, token=token, data_dir=data_dir) as agent:
+        assert eventually(lambda: fresh(node).websocket_connected, WAIT), agent.log()
+        command = _start_fake_server(node, tmp_path)
+        assert eventually(lambda: NodeCommand.objects.get(pk=command.pk).status == "succeeded", WAIT), agent.log()
+        [pid] = _servers_for("dep-1")
+        agent.stop()  # an orderly stop: the server goes on
+    try:
+        assert psutil.pid_exists(pid)
+        Deployment.objects.filter(pk=deployment.pk).update(status="stopped", is_running=False)  # meanwhile
+        with running_agent(server=gateway.url, token=token, data_dir=data_dir) as again:
+            stop = eventually(
+                lambda: NodeCommand.objects.filter(type="deployment.stop", status="succeeded").first(), WAIT
+            )
+            assert stop is not None and stop.resource == {"type": "deployment", "id": "dep-1"}, again.log()
+            assert stop.created_by == "system:reconcile"
+            assert eventually(lambda: not _servers_for("dep-1"), WAIT)
+    finally:
+        for leftover in _servers_for("dep-1"):
+            os.killpg(leftover, signal.SIGKILL)
+
+
+def test_a_deployment_the_node_no_longer_runs_is_marked_failed_on_register(
+    gateway: LiveGateway, tmp_path: Path
+) -> None:
+    from deployments.models import Deployment
+
+    node, token = NodeFactory.with_token(node_id="node-local")
+    deployment = _deployment(node)
+    Deployment.objects.filter(pk=deployment.pk).update(status="running", is_running=True, endpoint="http://x:1/v1")
+    with running_agent(server=gateway.url, token=token, data_dir=tmp_path / "agent") as agent:
+        failed = eventually(lambda: (d := Deployment.objects.get(pk=deployment.pk)).status == "failed" and d, WAIT)
+        assert failed, agent.log()
+        assert not failed.is_running and failed.events[-1]["event"] == "node.reconcile"
+        assert "registered without it" in failed.events[-1]["message"]
+
+
+def test_a_model_download_through_the_api_resumes_after_the_agent_is_killed(
+    gateway: LiveGateway, tmp_path: Path
+) -> None:
+    """POST /api/models/:id/download → model.download → the agent fetches the file from an
+    http(s) folder (a local server with ranges, throttled), is killed with SIGKILL half-way, and
+    started again: it resumes the command it had taken on, from the bytes it had, verifies the
+    model's sha256 and reports where the file is."""
+    import hashlib
+
+    from models_registry.models import AIModel
+    from tests.support.factories import AIModelFactory
+    from tests.support.live_server import Rest
+    from tests.support.range_server import RangeServer
+
+    node, token = NodeFactory.with_token(node_id="node-local")
+    data = bytes(range(256)) * (16 * 1024)  # 4 MiB
+    data_dir = tmp_path / "agent"
+    with RangeServer(tmp_path / "files", throttle=1024 * 1024) as files:
+        path = files.put("weights.bin", data)
+        model = AIModelFactory.create(
+            model_id="model-1",
+            name="M",
+            node_id="node-local",
+            repository=files.url,
+            file_name="weights.bin",
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+        with running_agent(server=gateway.url, token=token, data_dir=data_dir) as agent:
+            assert eventually(lambda: fresh(node).websocket_connected, WAIT), agent.log()
+            Rest(gateway).post(f"/api/models/{model.pk}/download", {}, expect=200)
+            partial = data_dir / "models" / "model-1" / "weights.bin.part"
+            assert eventually(lambda: partial.exists() and partial.stat().st_size > len(data) // 4, WAIT), agent.log()
+            agent.kill()
+        fetched_before = files.sent_bytes(path)
+        assert fetched_before < len(data)
+        files.throttle = None
+        with running_agent(server=gateway.url, token=token, data_dir=data_dir) as again:
+            done = eventually(lambda: (m := AIModel.objects.get(pk=model.pk)).is_downloaded and m, WAIT)
+            assert done, again.log()
+            assert done.status == "ready" and done.download_path == str(data_dir / "models" / "model-1" / "weights.bin")
+            assert Path(done.download_path).read_bytes() == data and not partial.exists()
+            assert files.sent_bytes(path) < 1.25 * len(data)  # resumed, not fetched again from the start
+            assert "resuming model.download" in again.log()
