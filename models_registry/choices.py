@@ -15,6 +15,15 @@ class ModelFramework(models.TextChoices):
     TENSORFLOW = "tensorflow"
     ONNX = "onnx"
     HUGGINGFACE = "huggingface"
+    # Additive to the contract's enumeration: a llama.cpp GGUF file (the node runs llama.cpp's server).
+    GGUF = "gguf"
+
+
+# The model server a node's agent must run for a model of a framework (sent in deployment.start as
+# `backend`). Only where the framework decides it: a "huggingface" model may well be a GGUF file of
+# a Hugging Face repository, so for every other framework the agent decides by the model's files
+# (aiwm_node.supervisor.backend_for: a .gguf file -> llama.cpp, a folder with config.json -> vLLM).
+BACKEND_BY_FRAMEWORK = {ModelFramework.GGUF: "llama.cpp"}
 
 
 class ModelStatus(models.TextChoices):

