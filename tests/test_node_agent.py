@@ -539,6 +539,9 @@ def test_a_model_download_through_the_api_resumes_after_the_agent_is_killed(
             Rest(gateway).post(f"/api/models/{model.pk}/download", {}, expect=200)
             partial = data_dir / "models" / "model-1" / "weights.bin.part"
             assert eventually(lambda: partial.exists() and partial.stat().st_size > len(data) // 4, WAIT), agent.log()
+            # Progress reaches the command (and the model) while it downloads.
+            assert eventually(lambda: 0 < NodeCommand.objects.get(type="model.download").progress < 100, WAIT)
+            assert 0 < AIModel.objects.get(pk=model.pk).download_progress < 100
             agent.kill()
         fetched_before = files.sent_bytes(path)
         assert fetched_before < len(data)
@@ -550,3 +553,70 @@ def test_a_model_download_through_the_api_resumes_after_the_agent_is_killed(
             assert Path(done.download_path).read_bytes() == data and not partial.exists()
             assert files.sent_bytes(path) < 1.25 * len(data)  # resumed, not fetched again from the start
             assert "resuming model.download" in again.log()
+
+
+def test_cancelling_a_download_stops_the_agent_and_keeps_what_it_fetched(gateway: LiveGateway, tmp_path: Path) -> None:
+    """The execution cancelled through the API: the engine sends command.cancel, the agent stops
+    the download at once (the server stops sending), keeps the partial file for a later attempt,
+    and remembers the command as cancelled."""
+    from executions.models import Execution
+    from tests.support.factories import AIModelFactory
+    from tests.support.live_server import Rest
+    from tests.support.range_server import RangeServer
+
+    node, token = NodeFactory.with_token(node_id="node-local")
+    data = bytes(range(256)) * (16 * 1024)  # 4 MiB at 256 KiB/s: 16 s if not cancelled
+    data_dir = tmp_path / "agent"
+    with RangeServer(tmp_path / "files", throttle=256 * 1024) as files:
+        path = files.put("weights.bin", data)
+        model = AIModelFactory.create(
+            model_id="model-1", name="M", node_id="node-local", repository=files.url, file_name="weights.bin"
+        )
+        with running_agent(server=gateway.url, token=token, data_dir=data_dir) as agent:
+            assert eventually(lambda: fresh(node).websocket_connected, WAIT), agent.log()
+            rest = Rest(gateway)
+            rest.post(f"/api/models/{model.pk}/download", {}, expect=200)
+            partial = data_dir / "models" / "model-1" / "weights.bin.part"
+            assert eventually(lambda: partial.exists() and partial.stat().st_size > 0, WAIT), agent.log()
+            execution = Execution.objects.get(resource_id="model-1")
+            rest.post(f"/api/executions/{execution.pk}/cancel", {"reason": "changed my mind"}, expect=200)
+            assert eventually(lambda: agent.status()["commands"].get("done") == 2, WAIT), (
+                agent.log()
+            )  # it and the cancel
+            sent = files.sent_bytes(path)
+            time.sleep(1.5)
+            assert files.sent_bytes(path) - sent < 64 * 1024  # the transfer stopped
+            assert partial.exists() and 0 < partial.stat().st_size < len(data)
+            assert not (data_dir / "models" / "model-1" / "weights.bin").exists()
+            assert Execution.objects.get(pk=execution.pk).status == "cancelled"
+
+
+def test_a_restarted_web_process_finds_the_node_and_its_server_as_they_were(
+    restartable: RestartableServer, tmp_path: Path
+) -> None:
+    """The control plane restarts while a deployment runs: the agent reconnects and registers with
+    what it runs; the reconcile leaves the record running with the same endpoint and the process
+    alone — one process, the same one."""
+    from deployments.models import Deployment
+
+    node, token = NodeFactory.with_token(node_id="node-local")
+    deployment = _deployment(node)
+    with running_agent(server=restartable.url, token=token, data_dir=tmp_path / "agent") as agent:
+        assert eventually(lambda: fresh(node).websocket_connected, WAIT), agent.log()
+        command = _start_fake_server(node, tmp_path)
+        assert eventually(lambda: NodeCommand.objects.get(pk=command.pk).status == "succeeded", WAIT), agent.log()
+        before = eventually(lambda: (d := Deployment.objects.get(pk=deployment.pk)).status == "running" and d, WAIT)
+        [pid] = _servers_for("dep-1")
+        try:
+            registered = fresh(node).registered_at
+            restartable.stop()
+            restartable.start()
+            assert eventually(lambda: fresh(node).registered_at != registered and fresh(node).websocket_connected, WAIT)
+            time.sleep(1)
+            after = Deployment.objects.get(pk=deployment.pk)
+            assert (after.status, after.endpoint, after.is_running) == ("running", before.endpoint, True)
+            assert _servers_for("dep-1") == [pid]
+            assert not NodeCommand.objects.filter(type="deployment.stop").exists()
+        finally:
+            for leftover in _servers_for("dep-1"):
+                os.killpg(leftover, signal.SIGKILL)

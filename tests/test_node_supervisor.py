@@ -15,7 +15,15 @@ import psutil
 import pytest
 
 from aiwm_node.gpus import Gpus
-from aiwm_node.supervisor import Server, StartError, Supervisor, llama_cpp_command, restart_delay
+from aiwm_node.supervisor import (
+    Server,
+    StartError,
+    Supervisor,
+    backend_for,
+    llama_cpp_command,
+    restart_delay,
+    vllm_command,
+)
 from tests.support.fake_nvml import FakeNvml
 from tests.support.live_server import free_port
 
@@ -229,3 +237,25 @@ def test_gpus_are_assigned_by_uuid_and_the_agents_arguments_come_last(tmp_path: 
     assert server.env["CUDA_VISIBLE_DEVICES"] == gpu and server.env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     with pytest.raises(StartError, match="no such GPU"):
         sup._prepare("dep-1", {"modelPath": str(model), "port": 8080, "gpuDevices": ["GPU-nope"]})
+
+
+def test_the_backend_follows_the_model_files_and_vllm_gets_every_assigned_gpu(tmp_path: Path) -> None:
+    folder = tmp_path / "hf-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert backend_for(tmp_path / "m.GGUF", None) == "llama.cpp" and backend_for(folder, None) == "vllm"
+    assert backend_for(folder, "llama.cpp") == "llama.cpp"  # an explicit backend wins
+    with pytest.raises(StartError, match="no backend"):
+        backend_for(tmp_path / "weights.bin", None)
+    command = vllm_command(model_path=folder, host="0.0.0.0", port=8000, name="m", gpus=["GPU-a", "GPU-b"], args=[])
+    assert command[:3] == ["vllm", "serve", str(folder)]
+    assert command[-8:] == [
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+        "--served-model-name",
+        "m",
+        "--tensor-parallel-size",
+        "2",
+    ]
