@@ -238,7 +238,7 @@ class Agent:
             for item in self.store.queued():
                 try:
                     await sio.call(item.type, item.body, namespace=protocol.NAMESPACE, timeout=SEND_TIMEOUT_SECONDS)
-                except (TimeoutError, socketio.exceptions.TimeoutError, socketio.exceptions.BadNamespaceError):
+                except (TimeoutError, socketio.exceptions.SocketIOError):  # no ack: timed out or disconnected
                     self.store.attempted(item.message_id)
                     log.info("no acknowledgement for %s %s yet: kept for the next try", item.type, item.message_id)
                     await asyncio.sleep(1)

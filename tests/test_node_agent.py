@@ -620,3 +620,38 @@ def test_a_restarted_web_process_finds_the_node_and_its_server_as_they_were(
         finally:
             for leftover in _servers_for("dep-1"):
                 os.killpg(leftover, signal.SIGKILL)
+
+
+def test_a_result_finished_while_the_server_was_away_arrives_when_it_is_back(
+    restartable: RestartableServer, tmp_path: Path
+) -> None:
+    """Nothing acknowledged is lost: the agent finishes a download while the control plane is
+    down; its result waits in the outbox (on disk) and is applied once the agent is back in."""
+    from executions.workflows import model_download
+    from models_registry.models import AIModel
+    from tests.support.factories import AIModelFactory
+    from tests.support.personas import OWNER_A
+    from tests.support.range_server import RangeServer
+
+    node, token = NodeFactory.with_token(node_id="node-local")
+    data = bytes(range(256)) * (8 * 1024)  # 2 MiB at 512 KiB/s
+    data_dir = tmp_path / "agent"
+    with RangeServer(tmp_path / "files", throttle=512 * 1024) as files:
+        files.put("weights.bin", data)
+        model = AIModelFactory.create(
+            model_id="model-1", name="M", node_id="node-local", repository=files.url, file_name="weights.bin"
+        )
+        with running_agent(server=restartable.url, token=token, data_dir=data_dir) as agent:
+            assert eventually(lambda: fresh(node).websocket_connected, WAIT), agent.log()
+            model_download(model=model, actor=OWNER_A)
+            partial = data_dir / "models" / "model-1" / "weights.bin.part"
+            assert eventually(lambda: partial.exists(), WAIT), agent.log()
+            restartable.stop()
+            target = data_dir / "models" / "model-1" / "weights.bin"
+            assert eventually(lambda: target.exists(), WAIT), agent.log()  # finished while nobody listened
+            assert eventually(lambda: agent.status()["outbox"] >= 1, WAIT)  # its result, kept on disk
+            assert not AIModel.objects.get(pk=model.pk).is_downloaded
+            restartable.start()
+            done = eventually(lambda: (m := AIModel.objects.get(pk=model.pk)).is_downloaded and m, WAIT)
+            assert done and done.download_path == str(target), agent.log()
+            assert eventually(lambda: agent.status()["outbox"] == 0, WAIT)
