@@ -100,10 +100,12 @@ def backend_for(model_path: Path, explicit: str | None) -> str:
 def llama_cpp_command(
     *, model_path: Path, host: str, port: int, name: str, gpus: list[str], args: list[str]
 ) -> list[str]:
+    # Defaults a user may override: its loader prints ~200 KB per start otherwise.
+    defaults = ["--verbose", "false"]
     own = ["--model", str(model_path), "--host", host, "--port", str(port), "--model_alias", name]
     if gpus:
         own += ["--n_gpu_layers", "-1"]
-    return [sys.executable, "-m", "llama_cpp.server", *args, *own]
+    return [sys.executable, "-m", "llama_cpp.server", *defaults, *args, *own]
 
 
 def vllm_command(*, model_path: Path, host: str, port: int, name: str, gpus: list[str], args: list[str]) -> list[str]:
@@ -134,6 +136,17 @@ def available_backends() -> list[str]:
     if shutil.which("vllm"):
         found.append("vllm")
     return found
+
+
+# What a model server inherits of the agent's environment: the basics, and what GPU stacks and
+# Hugging Face read. Not the rest: llama.cpp's server takes HOST, PORT, MODEL, N_CTX... from the
+# environment over its arguments, so a PORT meant for something else would move it.
+INHERITED = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "VIRTUAL_ENV")
+INHERITED_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "NCCL_", "HF_", "HUGGING_FACE_", "TRANSFORMERS_", "VLLM_", "OMP_")
+
+
+def inherited_environment() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key in INHERITED or key.startswith(INHERITED_PREFIXES)}
 
 
 Report = Callable[[Server], Awaitable[None] | None]
@@ -267,6 +280,7 @@ class Supervisor:
             backend = backend_for(model_path, data.get("backend") if isinstance(data.get("backend"), str) else None)
             command = BACKENDS[backend](model_path=model_path, host=host, port=port, name=name, gpus=gpus, args=args)
         env = {
+            **inherited_environment(),
             "AIWM_DEPLOYMENT_ID": deployment_id,
             "AIWM_AGENT_ID": self.agent_id,
             # By UUID, in PCI order: the GPUs the control plane assigned, whatever CUDA's numbering.
@@ -394,7 +408,7 @@ class Supervisor:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=output,
                 stderr=asyncio.subprocess.STDOUT,
-                env={**os.environ, **server.env},
+                env=server.env,
                 start_new_session=True,  # its own process group, which outlives the agent
             )
         self._children[server.deployment_id] = child
@@ -408,7 +422,10 @@ class Supervisor:
         await _call(self.on_status, server)
 
     async def _until_down(self, server: Server) -> str:
-        """Watch a server until it is down; returns why. Reports running once it answers."""
+        """Watch a server until it is down; returns why. Ready (running) at the first 200 of
+        `GET /v1/models`; alive after that while its port takes connections — not by asking
+        /v1/models again: llama.cpp's server answers it under the lock its generation holds, so a
+        probe would wait behind a long completion, or cut a stream short."""
         url = f"http://127.0.0.1:{server.port}/v1/models"
         failures = 0
         deadline = time.monotonic() + self.ready_timeout
@@ -416,10 +433,13 @@ class Supervisor:
             while True:
                 if not self._alive(server):
                     return f"exited ({self._exit_code(server)})"
-                try:
-                    answered = (await client.get(url)).status_code == 200
-                except httpx.HTTPError:
-                    answered = False
+                if server.status == "running":
+                    answered = await _accepts(server.port)
+                else:
+                    try:
+                        answered = (await client.get(url)).status_code == 200
+                    except httpx.HTTPError:
+                        answered = False
                 if answered:
                     failures = 0
                     if server.status != "running":
@@ -430,7 +450,7 @@ class Supervisor:
                     failures += 1
                     if failures >= PROBE_FAILURES_TO_RESTART:
                         await self._terminate(server, 10)
-                        return f"stopped answering {url}"
+                        return f"stopped taking connections on port {server.port}"
                 elif time.monotonic() > deadline:
                     await self._terminate(server, 10)
                     return f"not ready within {self.ready_timeout:.0f} s"
@@ -470,6 +490,17 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*self._watchers.values(), return_exceptions=True)
         self._save()
+
+
+async def _accepts(port: int, timeout: float = 5.0) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 def _level(line: str) -> str:

@@ -259,3 +259,17 @@ def test_the_backend_follows_the_model_files_and_vllm_gets_every_assigned_gpu(tm
         "--tensor-parallel-size",
         "2",
     ]
+
+
+def test_a_model_server_does_not_inherit_what_would_move_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama.cpp's server reads HOST, PORT, MODEL... from the environment over its arguments: the
+    agent passes on only the basics and the GPU / Hugging Face variables."""
+    monkeypatch.setenv("PORT", "1")
+    monkeypatch.setenv("HOST", "192.0.2.1")
+    monkeypatch.setenv("HF_HOME", "/srv/hf")
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"x")
+    server = supervisor(tmp_path / "agent", Recorder())._prepare("dep-1", {"modelPath": str(model), "port": 8080})
+    assert "PORT" not in server.env and "HOST" not in server.env
+    assert server.env["HF_HOME"] == "/srv/hf" and server.env["PATH"] and server.env["AIWM_DEPLOYMENT_ID"] == "dep-1"
+    assert server.command[3:5] == ["--verbose", "false"]  # a default the user's args may override
