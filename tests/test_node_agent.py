@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import uvicorn
 import aiwm_node
 from nodes.commands import send_command
 from nodes.models import Node, NodeCommand, NodeMetric
-from tests.support.agent import AgentProcess, running_agent
+from tests.support.agent import AgentProcess, kill_model_servers, model_server_pids, running_agent
 from tests.support.factories import NodeFactory
 from tests.support.fake_nvml import FakeNvml
 from tests.support.live_server import LiveGateway, eventually, free_port
@@ -422,17 +423,25 @@ def _start_fake_server(node: Node, tmp_path: Path, deployment_id: str = "dep-1")
     )
 
 
-def _servers_for(deployment_id: str) -> list[int]:
-    found = []
-    for process in psutil.process_iter(["environ"]):
-        with contextlib.suppress(psutil.Error):
-            if (process.info["environ"] or {}).get("AIWM_DEPLOYMENT_ID") == deployment_id:
-                found.append(process.pid)
-    return found
+@pytest.fixture
+def model_servers() -> Iterator[None]:
+    """Model servers outlive their agent by design: whatever a test leaves running is killed after it."""
+    yield
+    kill_model_servers("dep-1")
+
+
+def _serve_fake_deployment(node: Node, agent: AgentProcess, tmp_path: Path) -> tuple[NodeCommand, int]:
+    """deployment.start of dep-1 answered by the agent: its command and the server's pid."""
+    assert eventually(lambda: fresh(node).websocket_connected, WAIT), agent.log()
+    command = _start_fake_server(node, tmp_path)
+    done = eventually(lambda: (c := NodeCommand.objects.get(pk=command.pk)).status == "succeeded" and c, WAIT)
+    assert done, agent.log()
+    [pid] = model_server_pids("dep-1")
+    return done, pid
 
 
 def test_a_killed_agent_adopts_its_running_server_and_the_records_stay_as_they_were(
-    gateway: LiveGateway, tmp_path: Path
+    gateway: LiveGateway, tmp_path: Path, model_servers: None
 ) -> None:
     from deployments.models import Deployment
 
@@ -440,31 +449,23 @@ def test_a_killed_agent_adopts_its_running_server_and_the_records_stay_as_they_w
     deployment = _deployment(node)
     data_dir = tmp_path / "agent"
     with running_agent(server=gateway.url, token=token, data_dir=data_dir) as agent:
-        assert eventually(lambda: fresh(node).websocket_connected, WAIT), agent.log()
-        command = _start_fake_server(node, tmp_path)
-        started = eventually(lambda: (c := NodeCommand.objects.get(pk=command.pk)).status == "succeeded" and c, WAIT)
-        assert started, agent.log()
+        started, pid = _serve_fake_deployment(node, agent, tmp_path)
         running = eventually(lambda: (d := Deployment.objects.get(pk=deployment.pk)).status == "running" and d, WAIT)
-        assert running and running.endpoint == started.result["endpoint"]
-        [pid] = _servers_for("dep-1")
+        assert running and started.result and running.endpoint == started.result["endpoint"]
         agent.kill()
-    try:
-        assert psutil.pid_exists(pid)  # the server outlived its agent
-        with running_agent(server=gateway.url, token=token, data_dir=data_dir) as again:
-            registered = fresh(node).registered_at
-            assert eventually(lambda: fresh(node).registered_at != registered and fresh(node).websocket_connected, WAIT)
-            time.sleep(1)  # what the reconcile of that register did has committed
-            assert _servers_for("dep-1") == [pid]  # adopted: the same process, no second one
-            after = Deployment.objects.get(pk=deployment.pk)
-            assert after.status == "running" and after.endpoint == running.endpoint, after.events
-            assert again.status()["running"]
-    finally:
-        for leftover in _servers_for("dep-1"):
-            os.killpg(leftover, signal.SIGKILL)
+    assert psutil.pid_exists(pid)  # the server outlived its agent
+    with running_agent(server=gateway.url, token=token, data_dir=data_dir) as again:
+        registered = fresh(node).registered_at
+        assert eventually(lambda: fresh(node).registered_at != registered and fresh(node).websocket_connected, WAIT)
+        time.sleep(1)  # what the reconcile of that register did has committed
+        assert model_server_pids("dep-1") == [pid]  # adopted: the same process, no second one
+        after = Deployment.objects.get(pk=deployment.pk)
+        assert after.status == "running" and after.endpoint == running.endpoint, after.events
+        assert again.status()["running"]
 
 
 def test_a_deployment_stopped_while_its_node_was_away_is_stopped_when_it_registers(
-    gateway: LiveGateway, tmp_path: Path
+    gateway: LiveGateway, tmp_path: Path, model_servers: None
 ) -> None:
     from deployments.models import Deployment
 
@@ -472,24 +473,15 @@ def test_a_deployment_stopped_while_its_node_was_away_is_stopped_when_it_registe
     deployment = _deployment(node)
     data_dir = tmp_path / "agent"
     with running_agent(server=gateway.url, token=token, data_dir=data_dir) as agent:
-        assert eventually(lambda: fresh(node).websocket_connected, WAIT), agent.log()
-        command = _start_fake_server(node, tmp_path)
-        assert eventually(lambda: NodeCommand.objects.get(pk=command.pk).status == "succeeded", WAIT), agent.log()
-        [pid] = _servers_for("dep-1")
+        _, pid = _serve_fake_deployment(node, agent, tmp_path)
         agent.stop()  # an orderly stop: the server goes on
-    try:
-        assert psutil.pid_exists(pid)
-        Deployment.objects.filter(pk=deployment.pk).update(status="stopped", is_running=False)  # meanwhile
-        with running_agent(server=gateway.url, token=token, data_dir=data_dir) as again:
-            stop = eventually(
-                lambda: NodeCommand.objects.filter(type="deployment.stop", status="succeeded").first(), WAIT
-            )
-            assert stop is not None and stop.resource == {"type": "deployment", "id": "dep-1"}, again.log()
-            assert stop.created_by == "system:reconcile"
-            assert eventually(lambda: not _servers_for("dep-1"), WAIT)
-    finally:
-        for leftover in _servers_for("dep-1"):
-            os.killpg(leftover, signal.SIGKILL)
+    assert psutil.pid_exists(pid)
+    Deployment.objects.filter(pk=deployment.pk).update(status="stopped", is_running=False)  # meanwhile
+    with running_agent(server=gateway.url, token=token, data_dir=data_dir) as again:
+        stop = eventually(lambda: NodeCommand.objects.filter(type="deployment.stop", status="succeeded").first(), WAIT)
+        assert stop is not None and stop.resource == {"type": "deployment", "id": "dep-1"}, again.log()
+        assert stop.created_by == "system:reconcile"
+        assert eventually(lambda: not model_server_pids("dep-1"), WAIT)
 
 
 def test_a_deployment_the_node_no_longer_runs_is_marked_failed_on_register(
@@ -592,7 +584,7 @@ def test_cancelling_a_download_stops_the_agent_and_keeps_what_it_fetched(gateway
 
 
 def test_a_restarted_web_process_finds_the_node_and_its_server_as_they_were(
-    restartable: RestartableServer, tmp_path: Path
+    restartable: RestartableServer, tmp_path: Path, model_servers: None
 ) -> None:
     """The control plane restarts while a deployment runs: the agent reconnects and registers with
     what it runs; the reconcile leaves the record running with the same endpoint and the process
@@ -602,24 +594,17 @@ def test_a_restarted_web_process_finds_the_node_and_its_server_as_they_were(
     node, token = NodeFactory.with_token(node_id="node-local")
     deployment = _deployment(node)
     with running_agent(server=restartable.url, token=token, data_dir=tmp_path / "agent") as agent:
-        assert eventually(lambda: fresh(node).websocket_connected, WAIT), agent.log()
-        command = _start_fake_server(node, tmp_path)
-        assert eventually(lambda: NodeCommand.objects.get(pk=command.pk).status == "succeeded", WAIT), agent.log()
+        _, pid = _serve_fake_deployment(node, agent, tmp_path)
         before = eventually(lambda: (d := Deployment.objects.get(pk=deployment.pk)).status == "running" and d, WAIT)
-        [pid] = _servers_for("dep-1")
-        try:
-            registered = fresh(node).registered_at
-            restartable.stop()
-            restartable.start()
-            assert eventually(lambda: fresh(node).registered_at != registered and fresh(node).websocket_connected, WAIT)
-            time.sleep(1)
-            after = Deployment.objects.get(pk=deployment.pk)
-            assert (after.status, after.endpoint, after.is_running) == ("running", before.endpoint, True)
-            assert _servers_for("dep-1") == [pid]
-            assert not NodeCommand.objects.filter(type="deployment.stop").exists()
-        finally:
-            for leftover in _servers_for("dep-1"):
-                os.killpg(leftover, signal.SIGKILL)
+        registered = fresh(node).registered_at
+        restartable.stop()
+        restartable.start()
+        assert eventually(lambda: fresh(node).registered_at != registered and fresh(node).websocket_connected, WAIT)
+        time.sleep(1)
+        after = Deployment.objects.get(pk=deployment.pk)
+        assert (after.status, after.endpoint, after.is_running) == ("running", before.endpoint, True)
+        assert model_server_pids("dep-1") == [pid]
+        assert not NodeCommand.objects.filter(type="deployment.stop").exists()
 
 
 def test_a_result_finished_while_the_server_was_away_arrives_when_it_is_back(

@@ -15,7 +15,7 @@ import pytest
 
 from deployments.models import Deployment
 from models_registry.models import AIModel
-from tests.support.agent import running_agent
+from tests.support.agent import model_server_pids, running_agent
 from tests.support.environment import IN_CI
 from tests.support.factories import AIModelFactory, DeploymentFactory, NodeFactory
 from tests.support.live_server import LiveGateway, Rest, eventually, free_port
@@ -33,17 +33,6 @@ def smollm2_gguf() -> Path:
         pytest.skip(reason)
     [gguf] = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
     return gguf
-
-
-def _servers(deployment_id: str) -> list[int]:
-    found = []
-    for process in psutil.process_iter(["environ"]):
-        try:
-            if (process.info["environ"] or {}).get("AIWM_DEPLOYMENT_ID") == deployment_id:
-                found.append(process.pid)
-        except psutil.Error:
-            continue
-    return found
 
 
 def test_a_gguf_model_is_downloaded_served_and_stopped_through_the_api(gateway: LiveGateway, tmp_path: Path) -> None:
@@ -78,11 +67,11 @@ def test_a_gguf_model_is_downloaded_served_and_stopped_through_the_api(gateway: 
         )
         assert answer.status_code == 200, answer.text
         assert answer.json()["choices"][0]["message"]["content"]
-        [pid] = _servers("dep-smol")
+        [pid] = model_server_pids("dep-smol")
         logs = rest.get(f"/api/deployments/{deployment.pk}/logs")["data"]
         assert logs, "the server's output reaches the deployment's logs"
         rest.post(f"/api/deployments/{deployment.pk}/stop", {}, expect=200)
         stopped = eventually(lambda: (d := Deployment.objects.get(pk=deployment.pk)).status == "stopped" and d, WAIT)
         assert stopped and not stopped.is_running, agent.log()
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-        assert _servers("dep-smol") == []
+        assert model_server_pids("dep-smol") == []

@@ -24,6 +24,7 @@ from aiwm_node.supervisor import (
     restart_delay,
     vllm_command,
 )
+from tests.support.agent import model_server_pids
 from tests.support.fake_nvml import FakeNvml
 from tests.support.live_server import free_port
 
@@ -162,8 +163,7 @@ def test_a_restarted_agent_adopts_the_running_server_instead_of_starting_another
         assert sup.adopt() == ["dep-1"]
         server = await sup.wait_ready("dep-1")
         assert (server.pid, server.port) == (pid, port)
-        servers = [p for p in psutil.process_iter(["environ"]) if (p.info["environ"] or {}).get("AIWM_DEPLOYMENT_ID")]
-        assert [p.pid for p in servers] == [pid]  # one process for the deployment, not two
+        assert model_server_pids("dep-1") == [pid]  # one process for the deployment, not two
         await sup.stop("dep-1", timeout=5)  # an adopted process (not this agent's child) stops too
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
         await sup.close()

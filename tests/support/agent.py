@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -84,6 +85,26 @@ class AgentProcess:
         )
         answer: dict[str, Any] = json.loads(done.stdout)
         return answer
+
+
+def model_server_pids(deployment_id: str) -> list[int]:
+    """The processes serving a deployment on this machine (the agent tags each model server's
+    environment with AIWM_DEPLOYMENT_ID)."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["environ"]):
+        with contextlib.suppress(psutil.Error):
+            if (process.info["environ"] or {}).get("AIWM_DEPLOYMENT_ID") == deployment_id:
+                found.append(process.pid)
+    return found
+
+
+def kill_model_servers(deployment_id: str) -> None:
+    """What a failed test left running (each server leads its own process group)."""
+    for pid in model_server_pids(deployment_id):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 @contextmanager
