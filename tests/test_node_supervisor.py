@@ -9,6 +9,7 @@ import contextlib
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psutil
@@ -273,3 +274,37 @@ def test_a_model_server_does_not_inherit_what_would_move_it(tmp_path: Path, monk
     assert "PORT" not in server.env and "HOST" not in server.env
     assert server.env["HF_HOME"] == "/srv/hf" and server.env["PATH"] and server.env["AIWM_DEPLOYMENT_ID"] == "dep-1"
     assert server.command[3:5] == ["--verbose", "false"]  # a default the user's args may override
+
+
+def test_stop_answers_once_the_gpu_memory_of_the_server_is_released(tmp_path: Path) -> None:
+    """With NVML, a stopped server's GPU memory must be free before the stop is reported (a driver
+    can hold it for a moment after the process is gone): the next start must find it free."""
+    recorder = Recorder()
+    gpu = "GPU-00000000-aaaa-bbbb-cccc-dddddddddddd"
+
+    class Holding(FakeNvml):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pids: set[int] = set()
+            self.release_at = float("inf")
+
+        def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list[Any]:
+            if handle != 0 or time.monotonic() >= self.release_at:
+                return []
+            return [SimpleNamespace(pid=pid, usedGpuMemory=900 * 1024 * 1024) for pid in self.pids]
+
+    nvml = Holding()
+
+    async def scenario() -> float:
+        sup = supervisor(tmp_path / "agent", recorder, gpus=Gpus.open(nvml))
+        await sup.start("dep-1", {**fake(tmp_path, free_port()), "gpuDevices": [gpu]})
+        server = await sup.wait_ready("dep-1")
+        assert server.env["CUDA_VISIBLE_DEVICES"] == gpu
+        nvml.pids = {server.pid}
+        nvml.release_at = time.monotonic() + 1.5  # the driver lets go 1.5 s from now
+        await sup.stop("dep-1", timeout=5)
+        stopped_at = time.monotonic()
+        await sup.close()
+        return stopped_at - nvml.release_at
+
+    assert asyncio.run(scenario()) >= 0  # not before the memory was free
