@@ -28,6 +28,15 @@ class HardwareProfile(models.TextChoices):
     MULTI_GPU = "multi-gpu"
 
 
+class ModelServer(models.TextChoices):
+    """The model server a node's agent runs for a deployment (additive to the contract). Empty: by
+    the model (its framework, else its files: aiwm_node.supervisor)."""
+
+    AUTO = "", "auto"
+    LLAMA_CPP = "llama.cpp"
+    VLLM = "vllm"
+
+
 class EventSeverity(models.TextChoices):
     INFO = "info"
     WARNING = "warning"

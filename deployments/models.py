@@ -7,7 +7,14 @@ from django.db import models
 from django.utils import timezone
 
 from aiwm_project.models import OwnedModel, TenantModel, tenant_constraints, tenant_indexes
-from deployments.choices import DeploymentEnvironment, DeploymentStatus, DeploymentType, HardwareProfile, LogLevel
+from deployments.choices import (
+    DeploymentEnvironment,
+    DeploymentStatus,
+    DeploymentType,
+    HardwareProfile,
+    LogLevel,
+    ModelServer,
+)
 
 # More replicas than this on one node is a typo, not a plan; the node could not schedule them.
 MAX_REPLICAS = 64
@@ -41,6 +48,10 @@ class Deployment(OwnedModel):
     container_port = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)]
     )
+    # Additive to the contract: which model server runs it (else chosen by the model) and extra
+    # arguments for it (before the agent's own host/port/name, which they cannot override).
+    backend = models.CharField(max_length=16, choices=ModelServer.choices, blank=True, default="")
+    backend_args = models.JSONField(default=list, blank=True)
     endpoint = models.CharField(max_length=2048, blank=True, default="")
     # Reported by the node (deployment.status): the runtime's container id and last health verdict.
     container_id = models.CharField(max_length=128, blank=True, default="")

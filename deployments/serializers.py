@@ -21,6 +21,14 @@ class DeploymentEventSerializer(NestedObjectSerializer):
 
 
 class DeploymentSerializer(EntitySerializer):
+    backendArgs = serializers.ListField(
+        source="backend_args",
+        child=serializers.CharField(max_length=1024),
+        max_length=64,
+        required=False,
+        help_text="Extra arguments for the model server (an addition to the contract), before the agent's "
+        "own host, port and model name, which they cannot override.",
+    )
     # Written by the execution engine and node reports through services, never by API clients.
     events = serializers.ListField(child=DeploymentEventSerializer(), read_only=True)
     model = PopulatedField(
@@ -44,6 +52,8 @@ class DeploymentSerializer(EntitySerializer):
             "is_running",
             "container_name",
             "container_port",
+            "backend",
+            "backendArgs",
             "endpoint",
             "container_id",
             "health_status",
@@ -57,7 +67,13 @@ class DeploymentSerializer(EntitySerializer):
         ]
         # Reported by the node (deployment.status).
         read_only_fields = ["container_id", "health_status"]
-        extra_kwargs = {"description": {"max_length": 4000}}
+        extra_kwargs = {
+            "description": {"max_length": 4000},
+            "backend": {
+                "help_text": "The model server the node runs (an addition to the contract): llama.cpp or vllm; "
+                "empty (the default) chooses by the model: framework gguf means llama.cpp, else by its files."
+            },
+        }
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """`isRunning` follows `status` (true exactly when it is running), so the two never

@@ -57,6 +57,16 @@ def _gpu_devices(node: Node, profile: str) -> list[str]:
     return devices if profile == HardwareProfile.MULTI_GPU else devices[:1]
 
 
+def _backend(deployment: Deployment, model: AIModel) -> dict[str, Any]:
+    """The model server to run: the deployment's own choice, else the one the model's framework
+    implies; neither, and the node's agent decides by the model's files."""
+    backend = deployment.backend or BACKEND_BY_FRAMEWORK.get(model.framework, "")
+    out: dict[str, Any] = {"backend": backend} if backend else {}
+    if deployment.backend_args:
+        out["args"] = list(deployment.backend_args)
+    return out
+
+
 def _download_step(model: AIModel, *, index: int, node_id: str) -> StepDefinition:
     return {
         "index": index,
@@ -111,7 +121,7 @@ def deployment_start(*, deployment: Deployment, actor: Principal) -> tuple[Deplo
             # What the model server calls the model (its /v1/models id) and which server to run.
             "modelName": model.model_id,
             "framework": model.framework,
-            **({"backend": BACKEND_BY_FRAMEWORK[model.framework]} if model.framework in BACKEND_BY_FRAMEWORK else {}),
+            **_backend(deployment, model),
             "containerName": deployment.container_name or f"aiwm-{deployment.deployment_id}",
             "port": deployment.container_port or DEFAULT_CONTAINER_PORT,
             "replicas": deployment.replicas,

@@ -23,7 +23,7 @@ class ModelFramework(models.TextChoices):
 # `backend`). Only where the framework decides it: a "huggingface" model may well be a GGUF file of
 # a Hugging Face repository, so for every other framework the agent decides by the model's files
 # (aiwm_node.supervisor.backend_for: a .gguf file -> llama.cpp, a folder with config.json -> vLLM).
-BACKEND_BY_FRAMEWORK = {ModelFramework.GGUF: "llama.cpp"}
+BACKEND_BY_FRAMEWORK: dict[str, str] = {ModelFramework.GGUF: "llama.cpp"}
 
 
 class ModelStatus(models.TextChoices):

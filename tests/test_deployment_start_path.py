@@ -54,3 +54,33 @@ def test_start_reads_the_deployment_twice_locks_it_once_and_writes_it_once(perso
     assert len(locked) == (1 if connection.vendor == "postgresql" else 0), locked
     # Status and the start.requested event in one UPDATE.
     assert len(updates) == 1, updates
+
+
+@pytest.mark.parametrize(
+    ("framework", "backend", "args", "sent"),
+    [
+        ("gguf", "", [], {"backend": "llama.cpp"}),  # the framework decides
+        ("pytorch", "", [], {}),  # nobody decides: the node's agent looks at the files
+        ("gguf", "vllm", ["--max-model-len", "4096"], {"backend": "vllm", "args": ["--max-model-len", "4096"]}),
+    ],
+)
+def test_start_tells_the_node_which_model_server_to_run(
+    personas: Personas, framework: str, backend: str, args: list[str], sent: dict[str, Any]
+) -> None:
+    """The deployment's own backend (and its arguments) over the one its model's framework implies."""
+    from nodes.models import NodeCommand
+
+    owner = personas.owner_a
+    NodeFactory.create(node_id=NODE, actor=owner.principal)
+    AIModelFactory.create(
+        model_id="m1", name="M", framework=framework, node_id=NODE, is_downloaded=True, actor=owner.principal
+    )
+    deployment = DeploymentFactory.create(deployment_id="d1", model_id="m1", node_id=NODE, actor=owner.principal)
+    response = owner.patch(
+        f"/api/deployments/{deployment.pk}", {"backend": backend, "backendArgs": args}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    _post(owner, f"/api/deployments/{deployment.pk}/start", {}, 200)
+    data = NodeCommand.objects.get(type="deployment.start").data
+    assert {k: data[k] for k in ("backend", "args") if k in data} == sent
+    assert data["modelName"] == "m1" and data["framework"] == framework
