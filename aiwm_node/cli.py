@@ -113,6 +113,19 @@ def status(config: Config) -> dict[str, Any]:
         out["agentId"] = (data_dir / "agent-id").read_text().strip()
     with contextlib.suppress(FileNotFoundError, ValueError):
         out["session"] = json.loads((data_dir / "session.json").read_text())
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        servers = json.loads((data_dir / "deployments.json").read_text())
+        out["deployments"] = [
+            {
+                "deploymentId": server["deployment_id"],
+                "status": server["status"],
+                "pid": server["pid"],
+                "endpoint": server["endpoint"],
+                "restarts": server["restarts"],
+                "alive": bool(server["pid"]) and _alive(server["pid"]),
+            }
+            for server in servers.values()
+        ]
     if config.store_path.exists():
         store = Store(config.store_path)
         try:
@@ -121,3 +134,13 @@ def status(config: Config) -> dict[str, Any]:
         finally:
             store.close()
     return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True

@@ -461,7 +461,11 @@ def test_a_killed_agent_adopts_its_running_server_and_the_records_stay_as_they_w
         assert model_server_pids("dep-1") == [pid]  # adopted: the same process, no second one
         after = Deployment.objects.get(pk=deployment.pk)
         assert after.status == "running" and after.endpoint == running.endpoint, after.events
-        assert again.status()["running"]
+        status = again.status()
+        assert status["running"] and status["deployments"] == [
+            {"deploymentId": "dep-1", "status": "running", "pid": pid, "endpoint": running.endpoint,
+             "restarts": 0, "alive": True}
+        ]  # fmt: skip
 
 
 def test_a_deployment_stopped_while_its_node_was_away_is_stopped_when_it_registers(
