@@ -99,7 +99,6 @@ class Agent:
         self.metrics_ms = DEFAULT_METRICS_MS
         self.node_id = config.node_id
         self._sio: socketio.AsyncClient | None = None
-        self._registered: asyncio.Event | None = None
         self._outbox_ready = asyncio.Event()
         self.components: dict[str, Any] = {}  # the downloader, the supervisor: made on first use
 
