@@ -90,6 +90,7 @@ bench-smoke: $(STAMP)
 	$(PY) bench/dispatch.py --smoke
 	$(PY) bench/fleet.py --smoke
 	$(PY) bench/portal.py --smoke
+	$(PY) bench/node_agent.py --smoke
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -683,29 +683,56 @@ def _fsync_dir(path: Path) -> None:
 
 
 class _Sink:
-    """Received bytes, buffered up to a chunk (or a second) and then hashed and written in a worker thread."""
+    """Received bytes, buffered up to a chunk (or a second) and then hashed and written in a worker
+    thread — while the next chunk is being received: one write in flight at a time, so the file is
+    written in order, and the network is not idle while a chunk is hashed and written (hashlib and
+    os.write release the GIL)."""
 
     def __init__(self, fd: int, hasher: HASH, chunk_size: int) -> None:
         self.fd, self.hasher, self.chunk_size = fd, hasher, chunk_size
-        self.pending = bytearray()
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
         self.flushed_at = time.monotonic()
         self.failed = False
+        self.writing: asyncio.Future[None] | None = None
 
     async def add(self, data: bytes) -> None:
-        self.pending += data
-        if len(self.pending) >= self.chunk_size or time.monotonic() - self.flushed_at >= FLUSH_SECONDS:
-            await self.flush()
+        self.pending.append(data)
+        self.pending_bytes += len(data)
+        if self.pending_bytes >= self.chunk_size or time.monotonic() - self.flushed_at >= FLUSH_SECONDS:
+            await self._hand_over()
 
-    async def flush(self) -> None:
+    async def _hand_over(self) -> None:
+        """Start writing what is pending once the write before it has finished."""
+        await self._wait_writing()
         if not self.pending or self.failed:
             return
-        data, self.pending = bytes(self.pending), bytearray()
+        data = self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)
+        self.pending, self.pending_bytes = [], 0
         self.flushed_at = time.monotonic()
+        self.writing = asyncio.ensure_future(asyncio.to_thread(self._write, data))
+
+    async def _wait_writing(self) -> None:
+        writing, self.writing = self.writing, None
+        if writing is None:
+            return
         try:
-            await _to_thread_to_the_end(self._write, data)
+            # A cancelled caller still waits for it: writes to one file never overlap.
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            await asyncio.wait({writing})
+            if writing.exception() is None:
+                raise
+            self.failed = True
+            raise _io_error(writing.exception(), None) from writing.exception()  # type: ignore[arg-type]
         except OSError as exc:
             self.failed = True
             raise _io_error(exc, None) from exc
+
+    async def flush(self) -> None:
+        """Everything received is written (and hashed) when this returns."""
+        await self._hand_over()
+        await self._wait_writing()
 
     async def sync(self) -> None:
         try:

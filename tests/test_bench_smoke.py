@@ -15,6 +15,7 @@ itself uses 14 and 15).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,9 @@ def test_portal_smoke() -> None:
 def test_embedded_mix_smoke() -> None:
     """The embedded default's benchmark: SQLite and no Redis, so it runs in every pass."""
     run_smoke("embedded_mix.py")
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is the baseline of the downloads")
+def test_node_agent_smoke() -> None:
+    """The node agent's benchmark: a local file server, SQLite and no Redis, so it runs in every pass."""
+    run_smoke("node_agent.py")
