@@ -179,6 +179,8 @@ def test_the_npm_daemon_takes_a_deployment_through_the_engine_to_running_and_bac
         # modelPath is where the download step put the model; gpuDevices the GPU node.register reported.
         assert start["data"] == {
             "modelPath": MODEL_PATH,
+            "modelName": MODEL,
+            "framework": "pytorch",
             "containerName": "llama-prod",
             "port": PORT,
             "replicas": 2,

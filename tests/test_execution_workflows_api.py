@@ -194,6 +194,8 @@ def test_deployment_start_downloads_then_starts_and_follows_the_nodes_results(fl
         "resource": {"type": "deployment", "id": "deploy-llama-prod-01"},
         "data": {
             "modelPath": "/models/llama-2-7b-v1",
+            "modelName": "llama-2-7b-v1",
+            "framework": "pytorch",
             "containerName": "aiwm-deploy-llama-prod-01",
             "port": 8080,
             "replicas": 2,
