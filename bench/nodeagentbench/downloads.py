@@ -11,7 +11,10 @@ file sees), its CPU time read from wait4(2):
 - "curl + fsync": curl, then an fsync of the file and of its folder, timed together. The agent
   makes its file durable before it renames it into place (fsync, then the folder's fsync); curl
   does not, and on this machine's disk that alone can be seconds. Reported, not judged: the goal
-  is against curl as it is.
+  is against curl as it is;
+- "curl + sha256sum": curl, then `sha256sum FILE`, timed together: curl doing the agent's work
+  (the agent checks the file's digest before it puts it in place; curl checks nothing). Reported,
+  not judged, for the same reason.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from bench.nodeagentbench.fileserver import FileServer, Request
 
 MIB = 1 << 20
 MODEL_ID = "bench-model"
-CLIENTS = ("curl", "agent", "curl + fsync")
+CLIENTS = ("curl", "agent", "curl + fsync", "curl + sha256sum")
 DOWNLOAD_TIMEOUT_S = 900.0
 KILL_POLL_S = 0.005  # how often the partial file's size is read before the kill
 SETTLE_S = 0.5  # after a kill: the server's thread notices the broken connection and stops counting
@@ -236,6 +239,12 @@ def download(
             fsync_path(target)
             fsync_path(target.parent)
             timed.seconds += time.perf_counter() - started
+        if client == "curl + sha256sum" and timed.returncode == 0:
+            started = time.perf_counter()
+            summed = subprocess.run(["sha256sum", str(target)], capture_output=True, text=True, check=False)
+            timed.seconds += time.perf_counter() - started
+            digest = summed.stdout.split()[0] if summed.stdout else "?"
+            checks.append((f"{label}: sha256sum says {digest[:12]}…", digest == source.sha256))
         fields = timed.stdout.split()
         first_byte = float(fields[2]) if len(fields) == 3 else None
         checks.append(
