@@ -7,6 +7,7 @@ the process gone."""
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,7 @@ import pytest
 
 from deployments.models import Deployment
 from models_registry.models import AIModel
-from tests.support.agent import model_server_pids, running_agent
+from tests.support.agent import kill_model_servers, model_server_pids, running_agent
 from tests.support.environment import IN_CI
 from tests.support.factories import AIModelFactory, DeploymentFactory, NodeFactory
 from tests.support.live_server import LiveGateway, Rest, eventually, free_port
@@ -35,7 +36,16 @@ def smollm2_gguf() -> Path:
     return gguf
 
 
-def test_a_gguf_model_is_downloaded_served_and_stopped_through_the_api(gateway: LiveGateway, tmp_path: Path) -> None:
+@pytest.fixture
+def smol_servers() -> Iterator[None]:
+    """A model server outlives its agent by design: what a failed test leaves running is killed."""
+    yield
+    kill_model_servers("dep-smol")
+
+
+def test_a_gguf_model_is_downloaded_served_and_stopped_through_the_api(
+    gateway: LiveGateway, tmp_path: Path, smol_servers: None
+) -> None:
     gguf = smollm2_gguf()
     _, token = NodeFactory.with_token(node_id="node-local")
     model = AIModelFactory.create(
@@ -68,8 +78,9 @@ def test_a_gguf_model_is_downloaded_served_and_stopped_through_the_api(gateway: 
         assert answer.status_code == 200, answer.text
         assert answer.json()["choices"][0]["message"]["content"]
         [pid] = model_server_pids("dep-smol")
-        logs = rest.get(f"/api/deployments/{deployment.pk}/logs")["data"]
-        assert logs, "the server's output reaches the deployment's logs"
+        # The server's output reaches the deployment's logs (shipped in batches, about every second).
+        logs = eventually(lambda: rest.get(f"/api/deployments/{deployment.pk}/logs")["data"], WAIT)
+        assert logs, agent.log()
         rest.post(f"/api/deployments/{deployment.pk}/stop", {}, expect=200)
         stopped = eventually(lambda: (d := Deployment.objects.get(pk=deployment.pk)).status == "stopped" and d, WAIT)
         assert stopped and not stopped.is_running, agent.log()
