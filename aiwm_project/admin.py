@@ -62,6 +62,23 @@ def status_badge(value: Any) -> str:
     return format_html('<span class="aiwm-badge {}" data-status="{}">{}</span>', STATUS_KINDS.get(text, ""), text, text)
 
 
+def figure(value: Any, unit: str = "") -> str:
+    """A reported number as the live refresh writes it (JavaScript's `${value}`), a dash when missing."""
+    return "\u2013" if value is None else f"{value}{unit}"
+
+
+def gpu_memory_bar(gpu: dict[str, Any]) -> str:
+    """A GPU's memory, used / total (MB) beside a bar (a row of nodes.selectors.gpu_rows): on the
+    node's page and the dashboard, whose live refresh (console/static/console/dashboard.js) redraws
+    the same markup."""
+    return format_html(
+        '<span class="aiwm-bar"><span style="width: {}%"></span></span> {} / {}',
+        gpu["memory_share"] or 0,
+        figure(gpu["memory_used"]),
+        figure(gpu["memory_total"]),
+    )
+
+
 def status_kinds_script() -> str:
     """The badges' colours for the pages' JavaScript (console/static/console/dashboard.js draws the
     badges of live events): one list, this module's."""

@@ -13,7 +13,16 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
-from aiwm_project.admin import Operation, OwnedModelAdmin, StatusBadges, admin_actor, status_badge, status_kinds_script
+from aiwm_project.admin import (
+    Operation,
+    OwnedModelAdmin,
+    StatusBadges,
+    admin_actor,
+    figure,
+    gpu_memory_bar,
+    status_badge,
+    status_kinds_script,
+)
 from aiwm_project.datetimes import format_datetime
 from aiwm_project.exceptions import ServiceError
 from deployments.models import Deployment
@@ -86,11 +95,9 @@ class NodeAdmin(OwnedModelAdmin):
     def gpu_table(self, obj: Node) -> str:
         rows = format_html_join(
             "",
-            "<tr><td>{}</td><td>{}</td><td><span class='aiwm-bar'><span style='width: {}%'></span></span> {} / {}</td>"
-            "<td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
-                (g["device_id"], g["model"], g["memory_share"] or 0, g["memory_used"], g["memory_total"],
-                 g["utilization"], g["temperature"])
+                (g["device_id"], g["model"], gpu_memory_bar(g), figure(g["utilization"]), figure(g["temperature"]))
                 for g in gpu_rows(obj.gpu_devices)
             ),
         )  # fmt: skip

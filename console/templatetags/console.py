@@ -12,8 +12,8 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from aiwm_project.admin import figure, gpu_memory_bar, status_kinds_script
 from aiwm_project.admin import status_badge as admin_status_badge
-from aiwm_project.admin import status_kinds_script
 from console import changelist
 from console.dashboard import fleet_overview
 
@@ -67,21 +67,14 @@ def _node_rows(node: dict[str, Any], when: Callable[[datetime], str]) -> str:
         )
     return format_html_join(
         "",
-        '<tr data-node="{}" data-device="{}">{}<td>{} <small>{}</small></td><td data-field="memory">'
-        '<span class="aiwm-bar"><span style="width: {}%"></span></span> {} / {}</td>'
+        '<tr data-node="{}" data-device="{}">{}<td>{} <small>{}</small></td><td data-field="memory">{}</td>'
         '<td data-field="utilization">{}</td><td data-field="temperature">{}</td></tr>',
         (
             (node["id"], gpu["device_id"], head if index == 0 else "", gpu["device_id"], gpu["model"],
-             gpu["memory_share"] or 0, _figure(gpu["memory_used"]), _figure(gpu["memory_total"]),
-             _figure(gpu["utilization"], " %"), _figure(gpu["temperature"], " °C"))
+             gpu_memory_bar(gpu), figure(gpu["utilization"], " %"), figure(gpu["temperature"], " °C"))
             for index, gpu in enumerate(gpus)
         ),
     )  # fmt: skip
-
-
-def _figure(value: Any, unit: str = "") -> str:
-    """A reported number as the live refresh writes it (JavaScript's `${value}`), a dash when missing."""
-    return "\u2013" if value is None else f"{value}{unit}"
 
 
 @register.tag(name="planned_result_list")
