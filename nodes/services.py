@@ -86,6 +86,13 @@ def _gpu_devices(reported: Any, known: list[dict[str, Any]] | None = None) -> li
     return [by_id[i] for i in order]
 
 
+def _gpu_changes(reported: Any, known: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The node fields a report of its GPUs changes: the merged gpuDevices and what is derived from
+    them (Node.derived_fields); nothing when the report has no GPU list."""
+    gpus = _gpu_devices(reported, known)
+    return {} if gpus is None else {"gpu_devices": gpus, **Node.derived_fields({"gpu_devices": gpus})}
+
+
 LOCAL_NODE_ACTOR = "system:local-node"
 
 
@@ -240,9 +247,7 @@ def node_register(*, node_pk: str, connection_id: str, data: dict[str, Any]) -> 
         node = Node.objects.select_for_update().get(pk=node_pk, is_deleted=False)
         if node.status == NodeStatus.MAINTENANCE:
             changes.pop("status")  # an operator's maintenance flag outlives a daemon restart
-        gpus = _gpu_devices(data.get("gpuDevices"), node.gpu_devices)
-        if gpus is not None:
-            changes.update(gpu_devices=gpus, **Node.derived_fields({"gpu_devices": gpus}))
+        changes.update(_gpu_changes(data.get("gpuDevices"), node.gpu_devices))
         Node.objects.filter(pk=node_pk).update(**changes)
         _announce(node.owner_org_id, node.pk, node.node_id, changes)
     for field, value in changes.items():
@@ -269,9 +274,7 @@ def heartbeat_changes(node: Node, data: dict[str, Any], at: datetime) -> dict[st
     ram_used = _int(data.get("ramUsage"))
     if ram_used is not None and node.ram_total:
         changes["ram_free"] = max(node.ram_total - ram_used, 0)
-    gpus = _gpu_devices(data.get("gpuStatus"), node.gpu_devices)
-    if gpus is not None:
-        changes.update(gpu_devices=gpus, **Node.derived_fields({"gpu_devices": gpus}))
+    changes.update(_gpu_changes(data.get("gpuStatus"), node.gpu_devices))
     return changes
 
 
