@@ -26,6 +26,7 @@ import socketio
 
 from aiwm_node import protocol
 from aiwm_node.config import Config, agent_id
+from aiwm_node.files import write_atomically
 from aiwm_node.gpus import Gpus
 from aiwm_node.machine import Machine, primary_address
 from aiwm_node.store import Store
@@ -219,10 +220,7 @@ class Agent:
         self._outbox_ready.set()
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        path = self.config.data_dir / "session.json"
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(state))
-        temporary.replace(path)
+        write_atomically(self.config.data_dir / "session.json", json.dumps(state))
 
     # --- What must arrive: the outbox.
 

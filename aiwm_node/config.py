@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiwm_node.files import write_atomically
+
 ENV = {
     "server": "AIWM_NODE_SERVER",
     "token": "AIWM_NODE_TOKEN",
@@ -91,7 +93,5 @@ def agent_id(data_dir: Path) -> str:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
     new = uuid.uuid4().hex
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(new + "\n")
-    os.replace(temporary, path)
+    write_atomically(path, new + "\n")
     return new

@@ -38,6 +38,8 @@ from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 import httpx
 import psutil
 
+from aiwm_node.files import write_atomically
+
 if TYPE_CHECKING:
     from _hashlib import HASH
 
@@ -644,9 +646,7 @@ def _partial_state(part: Path, sidecar: Path, url: str, expected: str | None) ->
 
 
 def _write_sidecar(sidecar: Path, info: dict[str, Any]) -> None:
-    tmp = sidecar.with_name(sidecar.name + ".tmp")
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, sidecar)
+    write_atomically(sidecar, json.dumps(info))
 
 
 def _discard(part: Path, sidecar: Path) -> None:

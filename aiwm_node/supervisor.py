@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import psutil
 
+from aiwm_node.files import write_atomically
 from aiwm_node.gpus import Gpus
 
 log = logging.getLogger("aiwm_node.supervisor")
@@ -184,12 +185,8 @@ class Supervisor:
     # --- State on disk.
 
     def _save(self) -> None:
-        temporary = self.state_path.with_suffix(".tmp")
-        with temporary.open("w") as handle:
-            json.dump({key: asdict(server) for key, server in self.servers.items()}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.state_path)
+        state = {key: asdict(server) for key, server in self.servers.items()}
+        write_atomically(self.state_path, json.dumps(state), durable=True)
 
     def adopt(self) -> list[str]:
         """At the agent's start: take back the servers of deployments.json. A live one is watched
