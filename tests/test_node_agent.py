@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Any
 
 import psutil
 import pytest
-import uvicorn
 
 import aiwm_node
 from nodes.commands import send_command
@@ -28,7 +26,7 @@ from nodes.models import Node, NodeCommand, NodeMetric
 from tests.support.agent import AgentProcess, kill_model_servers, model_server_pids, running_agent
 from tests.support.factories import NodeFactory
 from tests.support.fake_nvml import FakeNvml
-from tests.support.live_server import LiveGateway, eventually, free_port
+from tests.support.live_server import LiveGateway, RestartableServer, eventually, free_port
 
 MB = 1024 * 1024
 WAIT = 30.0  # seconds: the bound on a wait for the agent (a process of its own, on a shared machine)
@@ -126,42 +124,6 @@ def test_a_command_is_acknowledged_and_answered_and_a_repeat_is_answered_from_th
             # The same ack and result ids as the first time: what the control plane applies once.
             assert set(answers.values_list("message_id", flat=True)) == ledger
             assert again.status()["commands"] == {"done": 1}
-
-
-class RestartableServer:
-    """The whole application on a fixed port, stopped and started again (a control plane that
-    goes away and comes back)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        from aiwm_project.asgi import application
-        from aiwm_project.server import uvicorn_config
-
-        self._server = uvicorn.Server(uvicorn_config("127.0.0.1", self.port, app=application, log_level="warning"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        assert eventually(lambda: self._server is not None and self._server.started, 10), "uvicorn did not start"
-
-    def stop(self) -> None:
-        assert self._server is not None and self._thread is not None
-        self._server.should_exit = True
-        self._thread.join(15)
-
-
-@pytest.fixture
-def restartable(transactional_db: None) -> Any:
-    from tests.support.live_server import _close_server_connections
-
-    server = RestartableServer()
-    server.start()
-    yield server
-    server.stop()
-    _close_server_connections()
 
 
 def test_the_agent_reconnects_by_itself_after_the_server_went_away(

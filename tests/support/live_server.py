@@ -2,7 +2,7 @@
 process) serving the whole application, so node clients talk to it over real sockets while tests
 read the same test database; and the REST API of that server, over HTTP.
 
-A plugin (tests/conftest.py): the `gateway` and `quick_polling` fixtures.
+A plugin (tests/conftest.py): the `gateway`, `restartable` and `quick_polling` fixtures.
 """
 
 from __future__ import annotations
@@ -43,22 +43,49 @@ class LiveGateway:
         return f"ws://127.0.0.1:{self.port}/ws/node"
 
 
+class RestartableServer:
+    """The whole application served as `manage.py serve` configures it, on a port of its own, in a
+    thread of the test process; stopped and started again on the same port (a control plane that
+    goes away and comes back)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        from aiwm_project.asgi import application
+
+        self._server = uvicorn.Server(uvicorn_config("127.0.0.1", self.port, app=application, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert self._server.started, "uvicorn did not start"
+
+    def stop(self) -> None:
+        assert self._server is not None and self._thread is not None
+        self._server.should_exit = True
+        self._thread.join(15)
+
+
 @pytest.fixture
 def gateway(transactional_db: None) -> Iterator[LiveGateway]:
-    from aiwm_project.asgi import application
+    server = RestartableServer()
+    server.start()
+    yield LiveGateway(url=server.url, port=server.port)
+    server.stop()
+    _close_server_connections()
 
-    port = free_port()
-    # The server exactly as `manage.py serve` configures it.
-    server = uvicorn.Server(uvicorn_config("127.0.0.1", port, app=application, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    yield LiveGateway(url=f"http://127.0.0.1:{port}", port=port)
-    server.should_exit = True
-    thread.join(10)
+
+@pytest.fixture
+def restartable(transactional_db: None) -> Iterator[RestartableServer]:
+    server = RestartableServer()
+    server.start()
+    yield server
+    server.stop()
     _close_server_connections()
 
 
