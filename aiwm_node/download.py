@@ -22,12 +22,15 @@ import inspect
 import json
 import logging
 import os
+import queue
 import re
 import shutil
 import signal
 import socket
 import sys
+import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,9 +38,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
-import httpx
 import psutil
 
+from aiwm_node.fetch import Call, FetchError, Response, TooManyRedirects
 from aiwm_node.files import write_atomically
 
 if TYPE_CHECKING:
@@ -58,6 +61,9 @@ PROGRESS_SECONDS = 1.0
 PROGRESS_PERCENT = 5.0
 # Received bytes are written at least this often, so a killed process loses little of its download.
 FLUSH_SECONDS = 1.0
+READ_SIZE = 256 << 10  # at most this much per read of the connection (a read returns what has arrived)
+HASH_BEHIND = 32  # chunks the hashing may be behind the writing
+DECODED = frozenset({"gzip", "x-gzip", "deflate"})  # answers compressed though identity was asked
 LOCK_POLL_SECONDS = 0.25
 # A lock file younger than this whose JSON is unreadable is being written by its creator, not abandoned.
 LOCK_WRITE_GRACE_SECONDS = 30.0
@@ -240,12 +246,6 @@ def _disk_free(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def _default_client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT, pool=CONNECT_TIMEOUT), follow_redirects=True
-    )
-
-
 class Downloader:
     """Fetches models' files into `models_dir/<model id>/<file name>`, at most `max_parallel` at a time.
 
@@ -257,17 +257,15 @@ class Downloader:
         *,
         owner: str,
         max_parallel: int = 2,
-        chunk_size: int = 1 << 20,
-        client_factory: Callable[[], httpx.AsyncClient] | None = None,
+        chunk_size: int = 512 << 10,
         free_space: Callable[[Path], int] = _disk_free,
         env: Mapping[str, str] | None = None,
         lock_poll_seconds: float = LOCK_POLL_SECONDS,
     ) -> None:
         self.models_dir = models_dir
         self.owner = owner
-        # Received bytes are written (and hashed) `chunk_size` at a time, in a worker thread.
+        # Received bytes are written and hashed `chunk_size` at a time (small: what a kill loses is about one).
         self.chunk_size = chunk_size
-        self._client_factory = client_factory or _default_client
         self._free_space = free_space
         self._env = env  # None: os.environ as it is at each fetch
         self._lock_poll_seconds = lock_poll_seconds
@@ -294,7 +292,7 @@ class Downloader:
         reporter = _Reporter(progress)
         if source.kind == "local":
             return await _until_cancelled(self._local(source, expected, reporter), cancel)
-        return await _until_cancelled(self._remote(model_id, source, expected, reporter, cancel), cancel)
+        return await _until_cancelled(self._remote(model_id, source, expected, reporter), cancel)
 
     async def _local(self, source: Source, expected: str | None, reporter: _Reporter) -> DownloadResult:
         """A local source is used where it is (no copy), once it is known to exist and to match its sha256."""
@@ -319,24 +317,20 @@ class Downloader:
         await reporter.done(size)
         return DownloadResult(path, size, digest, 0, True, 0)
 
-    async def _remote(
-        self, model_id: str, source: Source, expected: str | None, reporter: _Reporter, cancel: asyncio.Event | None
-    ) -> DownloadResult:
+    async def _remote(self, model_id: str, source: Source, expected: str | None, reporter: _Reporter) -> DownloadResult:
         target = self.target_path(model_id, source.file_name)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _io_error(exc, target.parent) from exc
-        async with self._locked(target), self._slots, self._client_factory() as client:
-            present = await self._present(client, source, target, expected)
+        async with self._locked(target), self._slots:
+            present = await self._present(source, target, expected)
             if present is not None:
                 await reporter.done(present.size)
                 return present
-            return await self._download(client, source, target, expected, reporter, cancel)
+            return await self._download(source, target, expected, reporter)
 
-    async def _present(
-        self, client: httpx.AsyncClient, source: Source, target: Path, expected: str | None
-    ) -> DownloadResult | None:
+    async def _present(self, source: Source, target: Path, expected: str | None) -> DownloadResult | None:
         """The target when it is already the model's file: same sha256 when one is known, else the same size as
         the server's (a HEAD request)."""
         assert source.url is not None
@@ -349,10 +343,7 @@ class Downloader:
                 return DownloadResult(target, size, digest, 0, True, 0)
             log.warning("%s has sha256 %s, the model says %s: downloading it again", target, digest, expected)
             return None
-        try:
-            response = await client.head(source.url, headers=_request_headers(source), follow_redirects=True)
-        except httpx.HTTPError as exc:
-            raise _network_error(exc, source.url) from exc
+        response = await _request(source.url, _request_headers(source), method="HEAD")
         if response.status_code in (405, 501):
             log.info("%s does not answer HEAD (%d): downloading %s again", source.url, response.status_code, target)
             return None
@@ -364,13 +355,7 @@ class Downloader:
         return None
 
     async def _download(
-        self,
-        client: httpx.AsyncClient,
-        source: Source,
-        target: Path,
-        expected: str | None,
-        reporter: _Reporter,
-        cancel: asyncio.Event | None,
+        self, source: Source, target: Path, expected: str | None, reporter: _Reporter
     ) -> DownloadResult:
         assert source.url is not None
         part = target.with_name(target.name + ".part")
@@ -383,44 +368,44 @@ class Downloader:
                 headers["If-Range"] = validator
             else:
                 offset = 0
+            response = await _request(source.url, headers, method="GET")
             try:
-                async with client.stream("GET", source.url, headers=headers, follow_redirects=True) as response:
-                    status = response.status_code
-                    if status == 416 and offset:
-                        total = _unsatisfied_total(response)
-                        if total == offset:  # the partial was whole: it only lacked its rename
-                            hint = expected or _digest_from_headers(response, source.kind)
-                            return await self._finish(part, sidecar, target, offset, None, hint, 0, offset, reporter)
-                        log.info("%s: the server refused range %d- (size %s): starting over", source.url, offset, total)
+                status = response.status_code
+                if status == 416 and offset:
+                    total = _unsatisfied_total(response)
+                    if total == offset:  # the partial was whole: it only lacked its rename
+                        hint = expected or _digest_from_headers(response, source.kind)
+                        return await self._finish(part, sidecar, target, offset, None, hint, 0, offset, reporter)
+                    log.info("%s: the server refused range %d- (size %s): starting over", source.url, offset, total)
+                    _discard(part, sidecar)
+                    continue
+                _raise_for_status(response, source.url)
+                encoded = response.encoding != "identity"
+                if encoded and response.encoding not in DECODED:
+                    raise DownloadError("HTTP_ERROR", f"{source.url} answered in {response.encoding!r}, unasked")
+                if status == 206:
+                    start, total = _content_range(response)
+                    if start != offset or encoded:
+                        log.info("%s: answered range %d- with %s: starting over", source.url, offset, start)
                         _discard(part, sidecar)
                         continue
-                    _raise_for_status(response, source.url)
-                    encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
-                    if status == 206:
-                        start, total = _content_range(response)
-                        if start != offset or encoded:
-                            log.info("%s: answered range %d- with %s: starting over", source.url, offset, start)
-                            _discard(part, sidecar)
-                            continue
-                        length = _content_length(response)
-                        total = total if total is not None else None if length is None else offset + length
-                    elif status == 200:
-                        if offset:
-                            log.info("%s: the server sent the whole file (range %d- not honoured)", source.url, offset)
-                        offset = 0
-                        total = None if encoded else _content_length(response)
-                    else:
-                        raise DownloadError("HTTP_ERROR", f"{source.url} answered {status}")
-                    return await self._receive(
-                        response, source, part, sidecar, target, offset, total, expected, encoded, reporter, cancel
-                    )
-            except httpx.HTTPError as exc:
-                raise _network_error(exc, source.url) from exc
+                    length = _content_length(response)
+                    total = total if total is not None else None if length is None else offset + length
+                elif status == 200:
+                    if offset:
+                        log.info("%s: the server sent the whole file (range %d- not honoured)", source.url, offset)
+                    offset = 0
+                    total = None if encoded else _content_length(response)
+                else:
+                    raise DownloadError("HTTP_ERROR", f"{source.url} answered {status}")
+                return await self._receive(response, source, part, sidecar, target, offset, total, expected, reporter)
+            finally:
+                response.close()
         raise DownloadError("HTTP_ERROR", f"{source.url} kept answering ranges wrongly")
 
     async def _receive(
         self,
-        response: httpx.Response,
+        response: Response,
         source: Source,
         part: Path,
         sidecar: Path,
@@ -428,9 +413,7 @@ class Downloader:
         offset: int,
         total: int | None,
         expected: str | None,
-        encoded: bool,
         reporter: _Reporter,
-        cancel: asyncio.Event | None,
     ) -> DownloadResult:
         """Streams the response's body onto the partial file (appended at `offset`, or a new one from 0)."""
         remaining = None if total is None else total - offset
@@ -445,7 +428,7 @@ class Downloader:
         try:
             hasher = await asyncio.to_thread(_hash_prefix, part, offset, self.chunk_size)
             # The validator is recorded before the first byte, so whatever lands in the partial can be resumed.
-            validator = None if encoded else _validator(response)
+            validator = None if response.encoding != "identity" else _validator(response)
             if validator:
                 _write_sidecar(sidecar, {"url": source.url, "validator": validator, "total": total, "sha256": expected})
             else:
@@ -453,26 +436,28 @@ class Downloader:
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC), 0o644)
         except OSError as exc:
             raise _io_error(exc, part) from exc
-        sink = _Sink(fd, hasher, self.chunk_size)
-        received = size = 0
+        pump = _Pump(response, fd, offset, hasher, self.chunk_size)
+        running = asyncio.ensure_future(asyncio.to_thread(pump.run))
         try:
             await reporter.update(offset, total)
-            chunks = response.aiter_bytes() if encoded else response.aiter_raw()
-            async for chunk in chunks:
-                if cancel is not None and cancel.is_set():
-                    raise DownloadError("CANCELLED", "cancelled")
-                received += len(chunk)
-                await sink.add(chunk)
-                await reporter.update(offset + received, total)
-            await sink.flush()
+            while not running.done():
+                await asyncio.wait({running}, timeout=PROGRESS_SECONDS / 4)
+                await reporter.update(offset + pump.received, total)
+            running.result()
+            received = pump.written
             size = offset + received
             if total is not None and size != total:
                 raise DownloadError("NETWORK_ERROR", f"{source.url}: the body ended at {size} of {total} bytes")
-            await sink.sync()
+            await _to_thread_to_the_end(os.fsync, fd)
+        except FetchError as exc:
+            raise DownloadError("NETWORK_ERROR", f"{source.url}: {exc}") from exc
+        except OSError as exc:
+            raise _io_error(exc, part) from exc
         except BaseException:
-            # What arrived is good bytes: written before leaving, for the next attempt to resume after them.
-            with contextlib.suppress(Exception):
-                await sink.flush()
+            # Cancelled: the connection is ended under the reading thread, which then writes what arrived (good
+            # bytes, for the next attempt to resume after) before it ends; only then is the file closed.
+            pump.stop()
+            await _join(running)
             raise
         finally:
             os.close(fd)
@@ -682,69 +667,115 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class _Sink:
-    """Received bytes, buffered up to a chunk (or a second) and then hashed and written in a worker
-    thread — while the next chunk is being received: one write in flight at a time, so the file is
-    written in order, and the network is not idle while a chunk is hashed and written (hashlib and
-    os.write release the GIL)."""
+class _Pump:
+    """A response's body onto the partial file, in three threads: the one that runs `run` receives, a second
+    hashes, a third writes, each chunk handed to both (to the writer first). http.client's reads,
+    hashlib and os.write release the GIL, so they use the machine's cores side by side and the receiving
+    never waits for the hashing (SHA-256 is 1.7 GiB/s on a core here, but shares the cores). What arrives is handed
+    over `chunk_size` at a time, and at least every FLUSH_SECONDS, so a killed agent loses about a second of
+    its download at most; what arrived before the connection broke or the download was stopped is written
+    all the same (good bytes, resumed after). The file is written in order, by one thread."""
 
-    def __init__(self, fd: int, hasher: HASH, chunk_size: int) -> None:
-        self.fd, self.hasher, self.chunk_size = fd, hasher, chunk_size
-        self.pending: list[bytes] = []
-        self.pending_bytes = 0
-        self.flushed_at = time.monotonic()
-        self.failed = False
-        self.writing: asyncio.Future[None] | None = None
+    def __init__(self, response: Response, fd: int, start: int, hasher: HASH, chunk_size: int) -> None:
+        self.response, self.fd, self.start, self.hasher, self.chunk_size = response, fd, start, hasher, chunk_size
+        self.decoder = zlib.decompressobj(zlib.MAX_WBITS | 32) if response.encoding in DECODED else None
+        self.received = 0  # bytes off the connection: the progress
+        self.written = 0  # bytes in the file (decoded)
+        self.stopping = False
+        # The hasher may fall behind by more than the writer: a reader waiting for it would leave the bytes in
+        # the sockets' buffers, where a kill loses them; once written, a chunk waiting to be hashed costs memory
+        # only (HASH_BEHIND chunks at most).
+        self._to_hash: queue.Queue[bytes | None] = queue.Queue(maxsize=HASH_BEHIND)
+        self._to_write: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
+        self._write_error: OSError | None = None
 
-    async def add(self, data: bytes) -> None:
-        self.pending.append(data)
-        self.pending_bytes += len(data)
-        if self.pending_bytes >= self.chunk_size or time.monotonic() - self.flushed_at >= FLUSH_SECONDS:
-            await self._hand_over()
+    def stop(self) -> None:
+        """From any thread: the body is no longer read (a read blocked on the connection is woken)."""
+        self.stopping = True
+        self.response.abort()
 
-    async def _hand_over(self) -> None:
-        """Start writing what is pending once the write before it has finished."""
-        await self._wait_writing()
-        if not self.pending or self.failed:
-            return
-        data = self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)
-        self.pending, self.pending_bytes = [], 0
-        self.flushed_at = time.monotonic()
-        self.writing = asyncio.ensure_future(asyncio.to_thread(self._write, data))
-
-    async def _wait_writing(self) -> None:
-        writing, self.writing = self.writing, None
-        if writing is None:
-            return
+    def run(self) -> None:
+        """Raises FetchError when the connection failed, OSError when the file could not be written."""
+        workers = [
+            threading.Thread(target=self._hash_all, name="aiwm-node-download-hasher", daemon=True),
+            threading.Thread(target=self._write_all, name="aiwm-node-download-writer", daemon=True),
+        ]
+        for worker in workers:
+            worker.start()
+        pending: list[bytes] = []
+        pending_bytes, handed_at = 0, time.monotonic()
+        broken: FetchError | None = None
         try:
-            # A cancelled caller still waits for it: writes to one file never overlap.
-            await asyncio.shield(writing)
+            while not self.stopping and self._write_error is None:
+                data = self.response.read1(READ_SIZE)
+                if not data:
+                    if self.decoder is not None:
+                        pending.append(self.decoder.flush())
+                    break
+                self.received += len(data)
+                pending.append(data if self.decoder is None else self.decoder.decompress(data))
+                pending_bytes += len(pending[-1])
+                if pending_bytes >= self.chunk_size or time.monotonic() - handed_at >= FLUSH_SECONDS:
+                    self._hand_over(pending[0] if len(pending) == 1 else b"".join(pending))
+                    pending, pending_bytes, handed_at = [], 0, time.monotonic()
+        except FetchError as exc:
+            broken = exc
+        except zlib.error as exc:
+            broken = FetchError(f"the compressed body is damaged: {exc}")
+        finally:
+            if pending:
+                self._hand_over(b"".join(pending))
+            self._hand_over(None)
+            for worker in workers:
+                worker.join()
+        if self._write_error is not None:
+            raise self._write_error
+        if broken is not None and not self.stopping:
+            raise broken
+
+    def _hand_over(self, data: bytes | None) -> None:
+        # To the writer first: a chunk waiting for the (slower) hasher is still written meanwhile, so a kill
+        # loses only what the writer has not reached.
+        self._to_write.put(data)
+        self._to_hash.put(data)
+
+    def _hash_all(self) -> None:
+        # A failed write ends the download, and the next attempt hashes its partial again: this one may run ahead.
+        while (data := self._to_hash.get()) is not None:
+            self.hasher.update(data)
+
+    def _write_all(self) -> None:
+        while (data := self._to_write.get()) is not None:
+            if self._write_error is not None:
+                continue  # drained, so the reader is never blocked on a full queue
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self.fd, view) :]
+                _start_writeback(self.fd, self.start + self.written, len(data))
+                self.written += len(data)
+            except OSError as exc:
+                self._write_error = exc
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Has the kernel start writing these bytes to disk now (and drop them from the page cache once written):
+    the fsync before the rename then waits for little, instead of for the whole file (a second per GiB or
+    more), and a 100 GiB model does not push everything else out of the page cache."""
+    if hasattr(os, "posix_fadvise"):  # Linux; elsewhere the fsync does it all at the end
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+async def _join(running: asyncio.Future[Any]) -> None:
+    """Waits for a worker thread's task to end, even when the waiting is cancelled meanwhile (then re-raised)."""
+    cancelled = False
+    while not running.done():
+        try:
+            await asyncio.wait({running})
         except asyncio.CancelledError:
-            await asyncio.wait({writing})
-            if writing.exception() is None:
-                raise
-            self.failed = True
-            raise _io_error(writing.exception(), None) from writing.exception()  # type: ignore[arg-type]
-        except OSError as exc:
-            self.failed = True
-            raise _io_error(exc, None) from exc
-
-    async def flush(self) -> None:
-        """Everything received is written (and hashed) when this returns."""
-        await self._hand_over()
-        await self._wait_writing()
-
-    async def sync(self) -> None:
-        try:
-            await _to_thread_to_the_end(os.fsync, self.fd)
-        except OSError as exc:
-            raise _io_error(exc, None) from exc
-
-    def _write(self, data: bytes) -> None:
-        self.hasher.update(data)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view) :]
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def _to_thread_to_the_end(func: Callable[..., T], *args: Any) -> T:
@@ -765,7 +796,29 @@ def _request_headers(source: Source) -> dict[str, str]:
     return {**source.headers, "Accept-Encoding": "identity"}
 
 
-def _raise_for_status(response: httpx.Response, url: str) -> None:
+async def _request(url: str, headers: dict[str, str], *, method: str) -> Response:
+    """The answer's status and headers (redirects followed), from a worker thread; a cancelled caller ends the
+    connection under it and the thread's late answer, if any, is closed."""
+    call = Call(url, headers, method=method, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT)
+    opening = asyncio.ensure_future(asyncio.to_thread(call.open))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        call.abort()
+        opening.add_done_callback(_close_late_answer)
+        raise
+    except TooManyRedirects as exc:
+        raise DownloadError("HTTP_ERROR", f"{url}: {exc}") from exc
+    except FetchError as exc:
+        raise DownloadError("NETWORK_ERROR", f"{url}: {exc}") from exc
+
+
+def _close_late_answer(opening: asyncio.Future[Response]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
+
+
+def _raise_for_status(response: Response, url: str) -> None:
     status = response.status_code
     if status == 404:
         raise DownloadError("NOT_FOUND", f"{url} was not found (404)")
@@ -775,12 +828,6 @@ def _raise_for_status(response: httpx.Response, url: str) -> None:
         raise DownloadError("HTTP_ERROR", f"{url} answered {status}")
 
 
-def _network_error(exc: httpx.HTTPError, url: str) -> DownloadError:
-    if isinstance(exc, httpx.TooManyRedirects):
-        return DownloadError("HTTP_ERROR", f"{url}: too many redirects")
-    return DownloadError("NETWORK_ERROR", f"{url}: {type(exc).__name__}: {exc}")
-
-
 def _io_error(exc: OSError, path: Path | None) -> DownloadError:
     where = f" ({path})" if path is not None else ""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -788,14 +835,14 @@ def _io_error(exc: OSError, path: Path | None) -> DownloadError:
     return DownloadError("IO_ERROR", f"{exc}{where}")
 
 
-def _content_length(response: httpx.Response) -> int | None:
+def _content_length(response: Response) -> int | None:
     try:
-        return int(response.headers["Content-Length"])
-    except (KeyError, ValueError):
+        return int(response.headers.get("Content-Length", ""))
+    except ValueError:
         return None
 
 
-def _content_range(response: httpx.Response) -> tuple[int | None, int | None]:
+def _content_range(response: Response) -> tuple[int | None, int | None]:
     """A 206's first byte and the file's total size (None when unknown)."""
     match = _CONTENT_RANGE.match(response.headers.get("Content-Range", "").strip())
     if not match:
@@ -803,12 +850,12 @@ def _content_range(response: httpx.Response) -> tuple[int | None, int | None]:
     return int(match[1]), None if match[3] == "*" else int(match[3])
 
 
-def _unsatisfied_total(response: httpx.Response) -> int | None:
+def _unsatisfied_total(response: Response) -> int | None:
     match = _UNSATISFIED_RANGE.match(response.headers.get("Content-Range", "").strip())
     return int(match[1]) if match else None
 
 
-def _validator(response: httpx.Response) -> str | None:
+def _validator(response: Response) -> str | None:
     """What If-Range may send back: a strong ETag, else Last-Modified (a weak ETag never matches in If-Range)."""
     etag = response.headers.get("ETag")
     if etag and not etag.startswith("W/"):
@@ -816,12 +863,12 @@ def _validator(response: httpx.Response) -> str | None:
     return response.headers.get("Last-Modified")
 
 
-def _digest_from_headers(response: httpx.Response, kind: SourceKind) -> str | None:
+def _digest_from_headers(response: Response, kind: SourceKind) -> str | None:
     """The sha256 the server vouches for: Hugging Face's X-Linked-Etag (sent with the redirect to its CDN) or, from
     Hugging Face, an ETag that is a sha256. Another server's 64-hex ETag may hash something else: not trusted."""
-    for r in [*response.history, response]:
+    for headers in [*(hop.headers for hop in response.history), response.headers]:
         for name in ("X-Linked-Etag", "ETag") if kind == "huggingface" else ("X-Linked-Etag",):
-            value = r.headers.get(name, "").strip().removeprefix("W/").strip('"').lower()
+            value = headers.get(name, "").strip().removeprefix("W/").strip('"').lower()
             if _SHA256.match(value):
                 return value
     return None

@@ -79,6 +79,10 @@ class Server:
         if self.pid:
             out["containerId"] = f"pid:{self.pid}"
         out["healthStatus"] = "healthy" if self.status == "running" else "unhealthy"
+        if self.restarts:
+            out["restarts"] = self.restarts
+        if self.message:
+            out["message"] = self.message  # why it failed, and when it is tried again
         return out
 
 

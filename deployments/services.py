@@ -161,6 +161,8 @@ def deployment_apply_node_status(*, org_id: str, node_id: str, deployment_id: st
     if "health_status" in changes:
         changes["last_health_check"] = timezone.now()
     described = ", ".join(f"{k}={v}" for k, v in changes.items() if k in ("status", "endpoint", "health_status"))
+    if isinstance(data.get("message"), str) and data["message"]:
+        described += f": {data['message'][:1000]}"  # the node's reason, e.g. how a server ended and when it retries
     with transaction.atomic():
         return deployment_change(
             deployment=_node_deployment(org_id=org_id, node_id=node_id, deployment_id=deployment_id, lock=True),

@@ -371,11 +371,12 @@ def _deployment(node: Node, deployment_id: str = "dep-1") -> Any:
     return DeploymentFactory.create(deployment_id=deployment_id, model_id="model-1", node_id=node.node_id)
 
 
-def _start_fake_server(node: Node, tmp_path: Path, deployment_id: str = "dep-1") -> NodeCommand:
+def _start_fake_server(node: Node, tmp_path: Path, deployment_id: str = "dep-1", flags: str = "") -> NodeCommand:
     """deployment.start as the control plane sends it, with a command template (the stand-in server)."""
     model = tmp_path / "model.bin"
     model.write_bytes(b"weights")
-    data = {"modelPath": str(model), "port": free_port(), "command": f"{sys.executable} {FAKE_SERVER} --port {{port}}"}
+    command = f"{sys.executable} {FAKE_SERVER} --port {{port}} {flags}".strip()
+    data = {"modelPath": str(model), "port": free_port(), "command": command}
     return send_command(
         org_id=node.owner_org_id,
         node_id=node.node_id,
@@ -428,6 +429,36 @@ def test_a_killed_agent_adopts_its_running_server_and_the_records_stay_as_they_w
             {"deploymentId": "dep-1", "status": "running", "pid": pid, "endpoint": running.endpoint,
              "restarts": 0, "alive": True}
         ]  # fmt: skip
+
+
+def test_a_crashing_server_is_restarted_with_backoff_and_each_change_reaches_the_deployment(
+    gateway: LiveGateway, tmp_path: Path, model_servers: None
+) -> None:
+    from deployments.models import Deployment
+
+    node, token = NodeFactory.with_token(node_id="node-local")
+    deployment = _deployment(node)
+    with running_agent(server=gateway.url, token=token, data_dir=tmp_path / "agent") as agent:
+        assert eventually(lambda: fresh(node).websocket_connected, WAIT), agent.log()
+        _start_fake_server(node, tmp_path, flags="--crash-after 3")  # up, then exit code 3, every time
+
+        def restarted() -> Any:
+            d = Deployment.objects.get(pk=deployment.pk)
+            events = [e for e in d.events if e["event"].startswith("node.")]
+            crashed = [i for i, e in enumerate(events) if e["event"] == "node.failed"]
+            return crashed and any(e["event"] == "node.running" for e in events[crashed[0] :]) and (d, events)
+
+        # the first restart comes 10 s after the crash: min(10 * 2^(n-1), 300)
+        found = eventually(restarted, 3 + 10 + WAIT)
+        assert found, agent.log()
+        deployment_now, events = found
+        failed = next(e for e in events if e["event"] == "node.failed")
+        assert failed["severity"] == "error"
+        assert "exit" in failed["message"] and "restart 1 in 10 s" in failed["message"], failed
+        running = [e["message"] for e in events if e["event"] == "node.running"]
+        assert len(running) >= 2  # running, failed, (starting,) running again
+        assert deployment_now.status in ("running", "failed", "starting")
+        assert agent.status()["deployments"][0]["restarts"] >= 1
 
 
 def test_a_deployment_stopped_while_its_node_was_away_is_stopped_when_it_registers(

@@ -614,3 +614,128 @@ def test_the_command_line_reports_errors_as_json(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert json.loads(done.stdout)["error"]["code"] == "INVALID_SOURCE"
+
+
+# The HTTP underneath (aiwm_node.fetch): what it took over from httpx.
+
+
+class _Relay(threading.Thread):
+    """A plain-HTTP forwarding proxy (absolute-URL GETs relayed to their server), recording what it relayed."""
+
+    def __init__(self) -> None:
+        import http.client
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        relayed: list[str] = []
+        self.relayed = relayed
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                relayed.append(self.path)
+                parts = urlsplit(self.path)
+                upstream = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=10)
+                headers = {k: v for k, v in self.headers.items() if not k.lower().startswith("proxy-")}
+                upstream.request("GET", parts.path, headers=headers)
+                answer = upstream.getresponse()
+                body = answer.read()
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                upstream.close()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        super().__init__(target=self.httpd.serve_forever, daemon=True)
+
+
+def test_the_environments_http_proxy_is_used_unless_no_proxy_names_the_host(
+    server: RangeServer, models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = payload(300 * KiB, seed=21)
+    server.put("model.bin", data)
+    relay = _Relay()
+    relay.start()
+    try:
+        for name in ("http_proxy", "no_proxy", "HTTP_PROXY", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("http_proxy", relay.url)
+        assert fetch(downloader(models), server, "model.bin").path.read_bytes() == data
+        assert relay.relayed == [f"{server.url}/model.bin"]  # the absolute URL, as a proxy is asked
+
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        assert fetch(downloader(models), server, "model.bin", model_id="m2").path.read_bytes() == data
+        assert relay.relayed == [f"{server.url}/model.bin"]  # straight to the server this time
+    finally:
+        relay.httpd.shutdown()
+        relay.httpd.server_close()
+
+
+def test_cancel_ends_a_download_whose_connection_has_stalled(server: RangeServer, models: Path) -> None:
+    server.put("model.bin", payload(MiB, seed=22))
+    server.gate = threading.Event()  # the answer's headers are sent, its body is held
+    d = downloader(models)
+
+    async def scenario() -> tuple[DownloadError, float]:
+        cancel = asyncio.Event()
+        task = asyncio.ensure_future(
+            d.fetch(model_id="m1", repository=server.url, file_name="model.bin", cancel=cancel)
+        )
+        await async_wait_until(lambda: server.active == 1, "a body being sent")
+        await asyncio.sleep(0.3)  # the reading thread is blocked on the connection by now
+        cancel.set()
+        cancelled_at = time.monotonic()
+        with pytest.raises(DownloadError) as caught:
+            await asyncio.wait_for(task, WAIT_SECONDS)
+        return caught.value, time.monotonic() - cancelled_at
+
+    try:
+        error, took = asyncio.run(scenario())
+    finally:
+        server.gate.set()
+    assert error.code == "CANCELLED" and took < 5  # the blocked read was woken, not left to its 60 s timeout
+    assert "model.bin.lock" not in listing(models / "m1")
+
+
+def test_a_body_compressed_though_identity_was_asked_is_stored_decoded(tmp_path: Path, models: Path) -> None:
+    import gzip
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    data = payload(200 * KiB, seed=23) + bytes(200 * KiB)  # half of it compresses well
+    packed = gzip.compress(data)
+
+    class Gzipping(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(packed)))
+            self.end_headers()
+            self.wfile.write(packed)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Gzipping)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        call = downloader(models).fetch(
+            model_id="m1", repository=f"http://127.0.0.1:{httpd.server_address[1]}", file_name="model.bin"
+        )
+        result = asyncio.run(asyncio.wait_for(call, WAIT_SECONDS))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert result.path.read_bytes() == data and result.size == len(data) and result.sha256 == sha(data)
+    assert listing(models / "m1") == ["model.bin"]  # no sidecar: a compressed answer is not resumed

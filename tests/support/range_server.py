@@ -253,12 +253,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True  # short of its Content-Length: the client sees a broken body
             for offset in range(0, len(data), files.piece):
                 piece = data[offset : offset + files.piece]
+                throttle = files.throttle
+                if throttle and offset:
+                    # paced before a piece, not after the last: once a client has the whole body the
+                    # body is over (an active count that outlived it would see overlaps that are not there)
+                    time.sleep(files.piece / throttle)
                 self.wfile.write(piece)
                 self.wfile.flush()
                 files._count(path, len(piece))
-                throttle = files.throttle
-                if throttle:
-                    time.sleep(len(piece) / throttle)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away (cancelled, killed): nothing to finish
         finally:
