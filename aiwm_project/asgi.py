@@ -18,11 +18,22 @@ from aiwm_project.http_handler import PooledHTTPHandler  # noqa: E402
 from aiwm_project.server import BodyLimit  # noqa: E402
 from gateway.routing import websocket_urlpatterns  # noqa: E402
 from gateway.socketio_app import sio  # noqa: E402
+from inference.gateway import GATEWAY  # noqa: E402
 
 django_http_app = PooledHTTPHandler(threads=settings.HTTP_WORKER_THREADS)
 channels_app = ProtocolTypeRouter({"http": django_http_app, "websocket": URLRouter(websocket_urlpatterns)})
 # Oversized bodies are refused before anything below buffers them (aiwm_project.server).
-served_app = BodyLimit(socketio.ASGIApp(sio, other_asgi_app=channels_app, socketio_path="socket.io"))
+
+
+async def http_and_gateway(scope, receive, send):  # type: ignore[no-untyped-def]
+    """/v1 is the inference gateway's (an ASGI app of its own: inference.gateway), the rest Django's."""
+    if scope["type"] == "http" and (scope["path"] == "/v1" or scope["path"].startswith("/v1/")):
+        await GATEWAY(scope, receive, send)
+    else:
+        await channels_app(scope, receive, send)
+
+
+served_app = BodyLimit(socketio.ASGIApp(sio, other_asgi_app=http_and_gateway, socketio_path="socket.io"))
 
 
 async def application(scope, receive, send):  # type: ignore[no-untyped-def]

@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "deployments",
     "executions",
     "conversations",
+    "inference",
     "gateway",
     "console",
 ]
@@ -265,6 +266,19 @@ AIWM_SWEEP_INTERVAL_SECONDS = env.float("AIWM_SWEEP_INTERVAL_SECONDS", default=1
 # messageId), at most AIWM_COMMAND_MAX_ATTEMPTS times in all; its step's timeout still applies.
 AIWM_COMMAND_ACK_TIMEOUT_SECONDS = env.int("AIWM_COMMAND_ACK_TIMEOUT_SECONDS", default=60)
 AIWM_COMMAND_MAX_ATTEMPTS = env.int("AIWM_COMMAND_MAX_ATTEMPTS", default=5)
+
+# --- The inference gateway at /v1 (inference.gateway; docs/decisions.md "The inference gateway").
+# Requests in flight per deployment, by its backend ("" for any other): llama.cpp's server
+# generates one answer at a time, so a second request would only wait inside it.
+AIWM_GATEWAY_CONCURRENCY = {
+    "llama.cpp": env.int("AIWM_GATEWAY_LLAMA_CPP_CONCURRENCY", default=1),
+    "vllm": env.int("AIWM_GATEWAY_VLLM_CONCURRENCY", default=256),
+    "": env.int("AIWM_GATEWAY_CONCURRENCY", default=64),
+}
+AIWM_GATEWAY_QUEUE_SECONDS = env.float("AIWM_GATEWAY_QUEUE_SECONDS", default=60.0)  # waiting for a free slot
+AIWM_GATEWAY_CONNECT_TIMEOUT = env.float("AIWM_GATEWAY_CONNECT_TIMEOUT", default=5.0)
+AIWM_GATEWAY_FIRST_BYTE_TIMEOUT = env.float("AIWM_GATEWAY_FIRST_BYTE_TIMEOUT", default=300.0)
+AIWM_GATEWAY_IDLE_TIMEOUT = env.float("AIWM_GATEWAY_IDLE_TIMEOUT", default=120.0)
 
 # --- CORS: a browser frontend on another origin (docs/decisions.md). No credentials: the API takes
 # bearer tokens, not cookies, so a cross-origin page can do nothing it couldn't with a token it holds.

@@ -16,6 +16,7 @@ api_patterns: list = [
     path("", include("deployments.urls")),
     path("", include("executions.urls")),
     path("", include("conversations.urls")),
+    path("", include("inference.urls")),
     path("", include("console.urls")),
 ]
 

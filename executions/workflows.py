@@ -23,7 +23,7 @@ from executions.engine import execution_cancel, execution_start
 from executions.models import Execution
 from executions.services import execution_create
 from executions.steps import StepDefinition
-from models_registry.choices import BACKEND_BY_FRAMEWORK
+from models_registry.choices import server_backend
 from models_registry.models import AIModel
 from nodes.choices import CommandType, NodeStatus
 from nodes.models import Node
@@ -60,7 +60,7 @@ def _gpu_devices(node: Node, profile: str) -> list[str]:
 def _backend(deployment: Deployment, model: AIModel) -> dict[str, Any]:
     """The model server to run: the deployment's own choice, else the one the model's framework
     implies; neither, and the node's agent decides by the model's files."""
-    backend = deployment.backend or BACKEND_BY_FRAMEWORK.get(model.framework, "")
+    backend = server_backend(deployment.backend, model.framework)
     out: dict[str, Any] = {"backend": backend} if backend else {}
     if deployment.backend_args:
         out["args"] = list(deployment.backend_args)

@@ -26,6 +26,12 @@ class ModelFramework(models.TextChoices):
 BACKEND_BY_FRAMEWORK: dict[str, str] = {ModelFramework.GGUF: "llama.cpp"}
 
 
+def server_backend(chosen: str, framework: str) -> str:
+    """The model server a deployment runs: its own choice (`backend`), else the one its model's
+    framework implies; "" when neither says, and the node's agent decides by the model's files."""
+    return chosen or BACKEND_BY_FRAMEWORK.get(framework, "")
+
+
 class ModelStatus(models.TextChoices):
     QUEUED = "queued"
     DOWNLOADING = "downloading"

@@ -77,6 +77,7 @@ def test_a_gguf_model_is_downloaded_served_and_stopped_through_the_api(
         )
         assert answer.status_code == 200, answer.text
         assert answer.json()["choices"][0]["message"]["content"]
+        through_the_gateway(gateway, rest)
         [pid] = model_server_pids("dep-smol")
         # The server's output reaches the deployment's logs (shipped in batches, about every second).
         logs = eventually(lambda: rest.get(f"/api/deployments/{deployment.pk}/logs")["data"], WAIT)
@@ -86,3 +87,47 @@ def test_a_gguf_model_is_downloaded_served_and_stopped_through_the_api(
         assert stopped and not stopped.is_running, agent.log()
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         assert model_server_pids("dep-smol") == []
+
+
+def through_the_gateway(gateway: LiveGateway, rest: Rest) -> None:
+    """The running deployment called as programs call AIWM: the official `openai` SDK on /v1, with an
+    API key; streamed and not; then the key revoked."""
+    import openai
+
+    from inference.models import InferenceRecord
+    from inference.usage import RECORDER
+
+    created = rest.post("/api/api-keys", {"name": "smol"})
+    sdk = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=created["key"], max_retries=0, timeout=WAIT)
+    assert [m.id for m in sdk.models.list().data] == ["smollm2"]
+    chat = sdk.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8
+    )
+    assert chat.choices[0].message.content and chat.usage is not None and chat.usage.completion_tokens > 0
+    streamed = sdk.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": "Count to three."}], max_tokens=8, stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    assert text
+    completion = sdk.completions.create(model="smollm2", prompt="The capital of France is", max_tokens=4)
+    assert completion.choices[0].text
+
+    def recorded() -> list[InferenceRecord]:
+        RECORDER.flush()
+        rows = list(InferenceRecord.objects.order_by("id"))
+        return rows if len(rows) == 3 else []
+
+    rows = eventually(recorded, WAIT)
+    assert [(r.endpoint, r.stream, r.status_code, r.deployment_id) for r in rows] == [
+        ("chat.completions", False, 200, "dep-smol"),
+        ("chat.completions", True, 200, "dep-smol"),
+        ("completions", False, 200, "dep-smol"),
+    ]
+    # llama.cpp's server sends no usage in a stream: counted with its tokenizer, not left at zero.
+    assert rows[1].tokens_from == "tokenizer" and rows[1].prompt_tokens > 0 and rows[1].completion_tokens > 0
+    assert rows[0].tokens_from == "backend" and rows[0].completion_tokens == chat.usage.completion_tokens
+
+    revoked = rest.session.delete(f"{gateway.url}/api/api-keys/{created['_id']}", timeout=10)
+    assert revoked.status_code == 200
+    with pytest.raises(openai.AuthenticationError):
+        sdk.models.list()
