@@ -91,6 +91,7 @@ bench-smoke: $(STAMP)
 	$(PY) bench/fleet.py --smoke
 	$(PY) bench/portal.py --smoke
 	$(PY) bench/node_agent.py --smoke
+	$(PY) bench/gateway.py --smoke
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

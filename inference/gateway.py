@@ -121,11 +121,11 @@ class Gateway:
                 raise GatewayError(404, f"Unknown path {path}", "invalid_request_error", "not_found")
             if method != "POST":
                 raise GatewayError(405, f"{method} is not allowed on {path}", "invalid_request_error")
-            body = await read_json(receive)
+            raw, body = await read_json(receive)
         except GatewayError as exc:
             await answer(send, exc.status, exc.body())
             return
-        await self.proxy(caller, endpoint, path.removeprefix("/v1"), body, receive, send)
+        await self.proxy(caller, endpoint, path.removeprefix("/v1"), raw, body, receive, send)
 
     # --- who calls ---
 
@@ -174,7 +174,7 @@ class Gateway:
     # --- the proxied endpoints ---
 
     async def proxy(
-        self, caller: Caller, endpoint: str, suffix: str, body: dict[str, Any], receive: Receive, send: Send
+        self, caller: Caller, endpoint: str, suffix: str, raw: bytes, body: dict[str, Any], receive: Receive, send: Send
     ) -> None:
         name = body.get("model")
         exchange = Exchange(caller, endpoint, name if isinstance(name, str) else "", stream=body.get("stream") is True)
@@ -202,8 +202,9 @@ class Gateway:
                 raise GatewayError(
                     503, f"No running deployment of '{model_id}' can answer now", "service_unavailable", "no_deployment"
                 )
-            upstream_body = {**body, "model": model_id} if name != model_id else body
-            await self.forward(exchange, targets, suffix, upstream_body, receive, send)
+            # Sent on as it came (no second encoding) unless a deployment was named: then by its modelId.
+            data = raw if name == model_id else json.dumps({**body, "model": model_id}).encode()
+            await self.forward(exchange, targets, suffix, body, data, receive, send)
         except GatewayError as exc:
             exchange.status, exchange.error = exc.status, exc.message
             if exchange.first_byte is None:
@@ -213,11 +214,17 @@ class Gateway:
                 usage.RECORDER.record(exchange)
 
     async def forward(
-        self, exchange: Exchange, targets: list[Target], suffix: str, body: dict[str, Any], receive: Receive, send: Send
+        self,
+        exchange: Exchange,
+        targets: list[Target],
+        suffix: str,
+        body: dict[str, Any],
+        data: bytes,
+        receive: Receive,
+        send: Send,
     ) -> None:
         """To the least busy deployment; to another one when it could not be reached or said it cannot
         answer now, as long as nothing was sent to the client."""
-        data = json.dumps(body).encode()
         tried: set[str] = set()
         last_error = "no deployment could be reached"
         while True:
@@ -367,7 +374,7 @@ class Gateway:
         return out
 
 
-async def read_json(receive: Receive) -> dict[str, Any]:
+async def read_json(receive: Receive) -> tuple[bytes, dict[str, Any]]:
     chunks = []
     while True:
         message = await receive()
@@ -376,13 +383,14 @@ async def read_json(receive: Receive) -> dict[str, Any]:
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             break
+    raw = b"".join(chunks)
     try:
-        body = json.loads(b"".join(chunks))
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise GatewayError(400, f"The body is not JSON: {exc}", "invalid_request_error", "invalid_json") from None
     if not isinstance(body, dict):
         raise GatewayError(400, "The body must be a JSON object", "invalid_request_error", "invalid_json")
-    return body
+    return raw, body
 
 
 async def answer(send: Send, status: int, body: bytes) -> None:

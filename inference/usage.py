@@ -160,7 +160,8 @@ class Recorder:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._records: list[InferenceRecord] = []
+        # The fields of each record: the model instances are built by the writing thread, not on the event loop.
+        self._records: list[dict[str, Any]] = []
         self._keys_used: dict[str, datetime] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._wake = threading.Event()
@@ -173,7 +174,8 @@ class Recorder:
         now = time.monotonic()
         target = exchange.target
         prompt, completion = exchange.prompt_tokens, exchange.completion_tokens
-        record = InferenceRecord(
+        record = dict(
+            created_at=timezone.now(),
             owner_org_id=exchange.caller.org_id,
             api_key_id=exchange.caller.api_key.api_key_id if exchange.caller.api_key else "",
             user_id=exchange.caller.user_id,
@@ -218,10 +220,11 @@ class Recorder:
     def flush(self) -> int:
         """Writes what was recorded (in one transaction); returns how many records."""
         with self._lock:
-            records, self._records = self._records, []
+            fields, self._records = self._records, []
             keys, self._keys_used = self._keys_used, {}
-        if not records and not keys:
+        if not fields and not keys:
             return 0
+        records = [InferenceRecord(**f) for f in fields]
         try:
             with transaction.atomic():
                 InferenceRecord.objects.bulk_create(records)
@@ -229,7 +232,7 @@ class Recorder:
             keys_mark_used(keys)
         except Exception:
             with self._lock:
-                self._records[:0] = records
+                self._records[:0] = fields
             raise
         return len(records)
 

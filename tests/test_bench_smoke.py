@@ -93,3 +93,8 @@ def test_embedded_mix_smoke() -> None:
 def test_node_agent_smoke() -> None:
     """The node agent's benchmark: a local file server, SQLite and no Redis, so it runs in every pass."""
     run_smoke("node_agent.py")
+
+
+def test_gateway_smoke() -> None:
+    """The inference gateway's benchmark: fake upstreams, SQLite and no Redis, so it runs in every pass."""
+    run_smoke("gateway.py")

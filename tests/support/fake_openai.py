@@ -154,9 +154,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--tokens", type=int, default=len(WORDS))
+    parser.add_argument("--token-gap", type=float, default=0.0, help="seconds between streamed tokens")
     args = parser.parse_args()
     print(f"fake OpenAI server on port {args.port}", flush=True)
-    web.run_app(build_app(Behaviour(tokens=args.tokens)), host=args.host, port=args.port, print=None, access_log=None)
+    behaviour = Behaviour(tokens=args.tokens, token_gap=args.token_gap)
+    web.run_app(build_app(behaviour), host=args.host, port=args.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":
