@@ -95,6 +95,7 @@ class Router:
 
     def __init__(self) -> None:
         self._candidates: dict[tuple[str, str], tuple[float, str, list[Target]]] = {}
+        self._reading: dict[tuple[str, str], asyncio.Future[tuple[str, list[Target]]]] = {}
         self._in_flight: dict[str, int] = {}
         self._down_until: dict[str, float] = {}
         self._freed = asyncio.Condition()
@@ -105,7 +106,13 @@ class Router:
         cached = self._candidates.get(key)
         if cached is not None and time.monotonic() - cached[0] < CANDIDATE_SECONDS:
             return cached[1], cached[2]
-        model_id, targets = await asyncio.to_thread(candidates_from_db, org_id, name)
+        # One read per key at a time: the requests that find the entry expired together wait for it
+        # (64 clients would otherwise send 64 identical queries to the database each second).
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = self._reading[key] = asyncio.ensure_future(asyncio.to_thread(candidates_from_db, org_id, name))
+            reading.add_done_callback(lambda _: self._reading.pop(key, None))
+        model_id, targets = await asyncio.shield(reading)
         if len(self._candidates) > 10_000:
             self._candidates.clear()
         self._candidates[key] = (time.monotonic(), model_id, targets)
