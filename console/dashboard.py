@@ -18,6 +18,7 @@ from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
 from executions.choices import ExecutionStatus
 from executions.models import Execution
+from inference.models import InferenceRecord
 from nodes.choices import UNACKNOWLEDGED_COMMAND_STATUSES, CommandStatus, NodeStatus
 from nodes.models import Node, NodeCommand, NodeMetric
 from nodes.selectors import gpu_rows
@@ -27,6 +28,7 @@ from nodes.selectors import gpu_rows
 # whatever the fleet (BENCHMARKS.md "The operator portal": 500 rows of 8 GPUs took 0.3 s to render).
 NODE_ROWS = 25
 FAILURES = 8  # latest failures of each kind
+TOKEN_ROWS = 10  # the models that used the most tokens in the last 24 h
 FAILED_EXECUTIONS = (ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT)
 FAILED_COMMANDS = (CommandStatus.FAILED, CommandStatus.EXPIRED)
 ATTENTION_FIRST = Case(
@@ -61,6 +63,7 @@ class FleetOverview:
     failed_executions: list[Execution]
     failed_deployments: list[Deployment]
     failed_commands: list[NodeCommand]
+    tokens_by_model: list[dict[str, Any]]
 
 
 def fleet_overview(*, now: datetime | None = None) -> FleetOverview:
@@ -98,6 +101,12 @@ def fleet_overview(*, now: datetime | None = None) -> FleetOverview:
             ]
         ),
         failed_commands=list(NodeCommand.objects.filter(status__in=FAILED_COMMANDS).order_by("-updated_at")[:FAILURES]),
+        tokens_by_model=list(
+            InferenceRecord.objects.filter(created_at__gte=now - timedelta(hours=24))
+            .values("owner_org_id", "model_id")
+            .annotate(requests=Count("id"), tokens=Sum("total_tokens"))
+            .order_by("-tokens", "model_id")[:TOKEN_ROWS]
+        ),
     )
 
 

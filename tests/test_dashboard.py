@@ -220,3 +220,25 @@ def test_the_pages_javascript_colours_badges_from_the_servers_list(operator: Cli
         found = re.search(r'<script id="aiwm-status-kinds" type="application/json">(.*?)</script>', html)
         assert found and json.loads(found.group(1)) == STATUS_KINDS, url
     assert STATUS_KINDS["error"] == "bad" and STATUS_KINDS["online"] == "ok" and STATUS_KINDS["pending"] == "warn"
+
+
+def test_the_dashboard_shows_the_tokens_each_model_used_in_the_last_24_hours(operator: Client) -> None:
+    from inference.models import InferenceRecord
+
+    def record(model_id: str, tokens: int, hours_ago: float = 0) -> None:
+        InferenceRecord.objects.create(
+            owner_org_id=ORG_A, model_id=model_id, endpoint="chat.completions", status_code=200,
+            total_tokens=tokens, latency_ms=5, created_at=timezone.now() - timedelta(hours=hours_ago),
+        )  # fmt: skip
+
+    assert "No requests through /v1 in the last 24 hours." in operator.get("/admin/").content.decode()
+    record("small-model", 10)
+    record("big-model", 700)
+    record("big-model", 300)
+    record("big-model", 5000, hours_ago=25)  # outside the window
+    html = operator.get("/admin/").content.decode()
+    table = html[html.index('id="tokens-by-model"') :]
+    table = table[: table.index("</table>")]
+    assert table.index("big-model") < table.index("small-model")  # most tokens first
+    assert "<td>big-model</td><td>68dd05b175d9e3c17bf97f60</td><td>2</td><td>1000</td>" in table
+    assert "<td>small-model</td><td>68dd05b175d9e3c17bf97f60</td><td>1</td><td>10</td>" in table
