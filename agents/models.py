@@ -30,8 +30,16 @@ class Instruction(OwnedModel):
 class Agent(OwnedModel):
     business_id_field = "agent_id"
     entity_label = "Agent"
-    references = {"node_id": "nodes.Node", "instruction_id": "agents.Instruction"}
-    protected_references = frozenset({"node_id", "instruction_id"})
+    # tool_ids is a list reference: each id must name a tool of the organization when written.
+    references = {
+        "node_id": "nodes.Node",
+        "instruction_id": "agents.Instruction",
+        "model_id": "models_registry.AIModel",
+        "tool_ids": "agents.Tool",
+    }
+    # A tool may be deleted while agents list it (a conversation skips tools that are gone); the
+    # model a conversation falls back to may not.
+    protected_references = frozenset({"node_id", "instruction_id", "model_id"})
 
     agent_id = models.CharField(max_length=128)
     name = models.CharField(max_length=255)
@@ -43,6 +51,10 @@ class Agent(OwnedModel):
     # Optional, so "no instruction" is NULL (not "").
     instruction_id = models.CharField(max_length=128, null=True, blank=True, default=None)
     node_id = models.CharField(max_length=128)
+    # The model its conversations call when they name none (POST /api/conversations/:id/chat).
+    model_id = models.CharField(max_length=128, null=True, blank=True, default=None)
+    # The tools offered to the model in its conversations, by toolId.
+    tool_ids = models.JSONField(default=list, blank=True)
     total_tasks = models.BigIntegerField(default=0)
     completed_tasks = models.BigIntegerField(default=0)
     failed_tasks = models.BigIntegerField(default=0)
@@ -57,7 +69,7 @@ class Agent(OwnedModel):
     class Meta:
         constraints = tenant_constraints("agent", "agent_id")
         # instruction_id: deleting an instruction looks up the live agents that still use it.
-        indexes = tenant_indexes("agent", "status", "node_id", "instruction_id")
+        indexes = tenant_indexes("agent", "status", "node_id", "instruction_id", "model_id")
 
 
 def default_tool_parameters() -> dict[str, Any]:

@@ -37,6 +37,13 @@ class AgentSerializer(EntitySerializer):
     capabilities = string_list()
     permissions = string_list(max_length=128)
     tags = string_list()
+    toolIds = serializers.ListField(
+        source="tool_ids",
+        child=serializers.CharField(max_length=128),
+        required=False,
+        max_length=128,
+        help_text="Tools offered to the model in this agent's conversations (toolIds of your organization).",
+    )
     instruction = PopulatedField(
         model_label="agents.Instruction",
         reference_field="instruction_id",
@@ -56,6 +63,8 @@ class AgentSerializer(EntitySerializer):
             "capabilities",
             "instruction_id",
             "node_id",
+            "model_id",
+            "toolIds",
             "total_tasks",
             "completed_tasks",
             "failed_tasks",

@@ -11,8 +11,8 @@ from the event loop. The pool also bounds the requests in flight: past it they q
 of each waiting on a thread of its own for a database connection.
 
 A request that may hold its thread for minutes — `?wait=SECONDS` on a deployment's start or stop
-waits for the workflow — would take a pool thread from every other request for that long: such
-requests go to Django's ASGIHandler, a thread each, as before.
+waits for the workflow, a conversation's chat for the model — would take a pool thread from every
+other request for that long: such requests go to Django's ASGIHandler, a thread each, as before.
 
 What is not kept from ASGIHandler: a sync view cannot be interrupted, so a client that disconnects
 mid-request is noticed when the response is written (the server drops it), not by cancelling.
@@ -111,7 +111,12 @@ class PooledHTTPHandler(ASGIHandler):
 
 
 def waits(scope: dict[str, Any]) -> bool:
-    """Whether the request asks to be answered only after a wait (`?wait=` other than 0)."""
+    """Whether the request may hold its thread for long: it asks to be answered only after a wait
+    (`?wait=` other than 0), or it is a conversation's chat (a model's answer takes seconds, and
+    the view waits for it on the server's event loop, which Django's handler lets it reach)."""
+    path = scope.get("path", "")
+    if path.startswith("/api/conversations/") and path.endswith("/chat"):
+        return True
     query = scope.get("query_string", b"")
     if b"wait" not in query:
         return False

@@ -40,9 +40,19 @@ def validate_references(*, model: type[OwnedModel], org_id: str, data: dict[str,
     errors = []
     for field, target_label in model.references.items():
         value = data.get(field)
-        if value in (None, ""):
+        if value in (None, "", []):
             continue
         target: type[OwnedModel] = apps.get_model(target_label)  # type: ignore[assignment]
+        if isinstance(value, list):  # a list of ids (an agent's toolIds): each one must exist
+            known = set(
+                target.objects.for_org(org_id)
+                .filter(**{f"{target.business_id_field}__in": value})
+                .values_list(target.business_id_field, flat=True)
+            )
+            errors += [
+                f"{camelize(field)}: {target.entity_label} {v!r} does not exist" for v in value if v not in known
+            ]
+            continue
         rows = target.objects.for_org(org_id).filter(**{target.business_id_field: value})
         if lock and field in model.protected_references:
             rows = rows.select_for_update(no_key=True)

@@ -280,6 +280,19 @@ AIWM_GATEWAY_CONNECT_TIMEOUT = env.float("AIWM_GATEWAY_CONNECT_TIMEOUT", default
 AIWM_GATEWAY_FIRST_BYTE_TIMEOUT = env.float("AIWM_GATEWAY_FIRST_BYTE_TIMEOUT", default=300.0)
 AIWM_GATEWAY_IDLE_TIMEOUT = env.float("AIWM_GATEWAY_IDLE_TIMEOUT", default=120.0)
 
+# --- Conversations that run (POST /api/conversations/:id/chat: inference.chat). The prompt's
+# history is cut to fit AIWM_CHAT_CONTEXT_TOKENS (estimated at four characters a token) with
+# AIWM_CHAT_MAX_TOKENS left for the answer; llama.cpp's server defaults to a 2,048-token context.
+AIWM_CHAT_CONTEXT_TOKENS = env.int("AIWM_CHAT_CONTEXT_TOKENS", default=2048)
+AIWM_CHAT_MAX_TOKENS = env.int("AIWM_CHAT_MAX_TOKENS", default=512)
+AIWM_CHAT_TOOL_ROUNDS = env.int("AIWM_CHAT_TOOL_ROUNDS", default=4)  # model calls that may call tools, per turn
+# Where `api` tools may be called: host names, `*.suffix`, IP addresses or CIDR blocks; `*` is any
+# public address. Loopback, private, link-local (the cloud metadata service) and other special
+# addresses are refused unless an entry names them exactly. Empty (the default): no api tool runs.
+AIWM_TOOL_ALLOWED_HOSTS = env.list("AIWM_TOOL_ALLOWED_HOSTS", default=[])
+AIWM_TOOL_TIMEOUT_SECONDS = env.float("AIWM_TOOL_TIMEOUT_SECONDS", default=15.0)
+AIWM_TOOL_MAX_RESPONSE_BYTES = env.int("AIWM_TOOL_MAX_RESPONSE_BYTES", default=256 * 1024)
+
 # --- CORS: a browser frontend on another origin (docs/decisions.md). No credentials: the API takes
 # bearer tokens, not cookies, so a cross-origin page can do nothing it couldn't with a token it holds.
 # Default: any http://localhost:<port> / http://127.0.0.1:<port> (a portal dev server); set

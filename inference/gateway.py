@@ -127,6 +127,15 @@ class Gateway:
             return
         await self.proxy(caller, endpoint, path.removeprefix("/v1"), raw, body, receive, send)
 
+    async def call(
+        self, caller: Caller, endpoint: str, raw: bytes, body: dict[str, Any], receive: Receive, send: Send
+    ) -> Exchange:
+        """A request made inside the process (a conversation's turn: inference.chat), routed, answered
+        and recorded as if it had come to /v1 from `caller`."""
+        self._on_this_loop()
+        suffix = next(path for path, name in ENDPOINTS.items() if name == endpoint).removeprefix("/v1")
+        return await self.proxy(caller, endpoint, suffix, raw, body, receive, send)
+
     # --- who calls ---
 
     async def authenticate(self, scope: Scope) -> Caller:
@@ -175,7 +184,8 @@ class Gateway:
 
     async def proxy(
         self, caller: Caller, endpoint: str, suffix: str, raw: bytes, body: dict[str, Any], receive: Receive, send: Send
-    ) -> None:
+    ) -> Exchange:
+        """The request answered through `send` (an error too, as OpenAI's body); returns its bookkeeping."""
         name = body.get("model")
         exchange = Exchange(caller, endpoint, name if isinstance(name, str) else "", stream=body.get("stream") is True)
         try:
@@ -212,6 +222,7 @@ class Gateway:
         finally:
             if exchange.model_id:
                 usage.RECORDER.record(exchange)
+        return exchange
 
     async def forward(
         self,

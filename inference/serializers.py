@@ -1,11 +1,20 @@
 """API keys as the API shows them (never the secret, except once as `key` in the create answer),
-and GET /api/usage's query."""
+GET /api/usage's query, and a conversation's chat request and answer."""
 
 from __future__ import annotations
 
 from rest_framework import serializers
 
-from aiwm_project.api.serializers import EntitySerializer, IsoDateTimeField, string_list
+from aiwm_project.api.serializers import (
+    EntitySerializer,
+    IsoDateTimeField,
+    StrictBooleanField,
+    StrictCharField,
+    StrictIntegerField,
+    string_list,
+)
+from conversations.models import MESSAGE_CONTENT_MAX_CHARS
+from conversations.serializers import MessageSerializer
 from inference.models import ApiKey
 from inference.usage import GROUPS
 
@@ -56,3 +65,21 @@ class UsageRowSerializer(serializers.Serializer):
     completionTokens = serializers.IntegerField()
     totalTokens = serializers.IntegerField()
     averageLatency = serializers.FloatField(help_text="milliseconds")
+
+
+class ChatRequestSerializer(serializers.Serializer):
+    """POST /api/conversations/:id/chat."""
+
+    content = StrictCharField(trim_whitespace=False, max_length=MESSAGE_CONTENT_MAX_CHARS)
+    stream = StrictBooleanField(required=False, default=False)
+    maxTokens = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=1_000_000,
+        help_text="The most tokens the answer may have (default AIWM_CHAT_MAX_TOKENS, 512).",
+    )
+
+
+class ChatAnswerSerializer(serializers.Serializer):
+    userMessage = MessageSerializer()
+    assistantMessage = MessageSerializer()

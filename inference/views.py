@@ -1,11 +1,16 @@
-"""REST endpoints of the gateway's data: API keys (/api/api-keys) and usage (/api/usage). The
-gateway itself (/v1) is inference.gateway, outside Django."""
+"""REST endpoints of the gateway's data: API keys (/api/api-keys) and usage (/api/usage), and a
+conversation's chat (/api/conversations/:id/chat, inference.chat). The gateway itself (/v1) is
+inference.gateway, outside Django."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any, cast
 
+from asgiref.sync import async_to_sync
+from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import status
@@ -14,12 +19,23 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from aiwm_project.api.errors import error_body
 from aiwm_project.api.schema import entity_schema_view
 from aiwm_project.api.viewsets import EntityViewSet
 from aiwm_project.auth import Principal
 from aiwm_project.permissions import RolePermission
+from conversations.models import Message
+from conversations.serializers import MessageSerializer
+from inference.chat import ModelCallFailed, Turn, prepare_turn, run_turn
 from inference.models import ApiKey
-from inference.serializers import ApiKeyCreatedSerializer, ApiKeySerializer, UsageQuerySerializer, UsageRowSerializer
+from inference.serializers import (
+    ApiKeyCreatedSerializer,
+    ApiKeySerializer,
+    ChatAnswerSerializer,
+    ChatRequestSerializer,
+    UsageQuerySerializer,
+    UsageRowSerializer,
+)
 from inference.services import api_key_create, api_key_revoke
 from inference.usage import usage_summary
 
@@ -109,3 +125,76 @@ class UsageView(APIView):
             org_id=cast(Principal, request.user).org_id, start=start, end=end, group_by=query.validated_data["groupBy"]
         )
         return Response({"data": rows}, status=status.HTTP_200_OK)
+
+
+class ConversationChatView(APIView):
+    """A turn of a conversation: the user's message in, the agent's answer out (inference.chat)."""
+
+    permission_classes = [RolePermission]
+
+    @extend_schema(
+        tags=["Conversations"],
+        summary="Chat: send a message, get the agent's answer",
+        description="Stores the user's message, calls the conversation's model (its `modelId`, else its agent's "
+        "`modelId`) through the gateway with the agent's instruction, the history that fits the context and the "
+        "agent's tools (`toolIds`; `api` tools are run by AIWM), stores the assistant's message with `usage`, "
+        "`latency` (ms to the first token) and `responseTime` (ms to the end), and counts the task on the agent. "
+        'With `"stream": true` the answer is Server-Sent Events: `event: token` (`{"content": "..."}`) for each '
+        "piece of text, then `event: message` with the stored assistant message, or `event: error` with the "
+        "error body. A failed call keeps the user's message with `error` set and counts a failed task: "
+        "404 the model is unknown, 503 no deployment of it is running, 502 the deployment failed.",
+        request=ChatRequestSerializer,
+        responses={
+            200: ChatAnswerSerializer,
+            400: OpenApiResponse(description="A bad body, or no model to call"),
+            404: OpenApiResponse(description="No such conversation, or its model is unknown"),
+            409: OpenApiResponse(description="The conversation is completed, or its agent is inactive or gone"),
+            502: OpenApiResponse(description="The deployment failed to answer"),
+            503: OpenApiResponse(description="No deployment of the model is running"),
+        },
+    )
+    def post(self, request: Request, pk: str) -> Response | StreamingHttpResponse:
+        query = ChatRequestSerializer(data=request.data)
+        query.is_valid(raise_exception=True)
+        turn = prepare_turn(
+            actor=cast(Principal, request.user),
+            conversation_pk=pk,
+            content=query.validated_data["content"],
+            max_tokens=query.validated_data.get("maxTokens"),
+        )
+        if query.validated_data["stream"]:
+            response = StreamingHttpResponse(sse(request, turn), content_type="text/event-stream")
+            response["Cache-Control"] = "no-cache"
+            response["X-Accel-Buffering"] = "no"
+            return response
+        # On the server's event loop (this view runs in a thread of its own: aiwm_project.http_handler).
+        message = async_to_sync(answer_of)(turn)
+        return Response(
+            {
+                "userMessage": MessageSerializer(turn.user_message).data,
+                "assistantMessage": MessageSerializer(message).data,
+            }
+        )
+
+
+async def answer_of(turn: Turn) -> Message:
+    async for item in run_turn(turn, stream=False):
+        if isinstance(item, Message):
+            return item
+    raise AssertionError("a turn ends with its message")
+
+
+def sse_frame(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def sse(request: Request, turn: Turn) -> AsyncIterator[bytes]:
+    """The turn as Server-Sent Events, on the event loop (no thread is held while the model answers)."""
+    try:
+        async for item in run_turn(turn, stream=True):
+            if isinstance(item, str):
+                yield sse_frame("token", {"content": item})
+            else:
+                yield sse_frame("message", MessageSerializer(item).data)
+    except ModelCallFailed as exc:
+        yield sse_frame("error", error_body(request, exc.status_code, exc.message))

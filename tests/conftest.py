@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.support.live_server",  # gateway, quick_polling
     "tests.support.npm_daemon",  # node_binary
     "tests.support.processes",  # processes
+    "tests.support.upstreams",  # upstreams
 ]
 
 

@@ -4,7 +4,9 @@ its client left before the end. The gateway's tests route to several of these; i
 measures AIWM against one. Run as a process: `python tests/support/fake_openai.py --port P`.
 
 Like llama.cpp's server it sends no `usage` in a stream and answers `/extras/tokenize/count`
-(one token per word) — unless `stream_usage` is set.
+(one token per word) — unless `stream_usage` is set. With `tool_call` (`--tool-call NAME ARGS`) it is
+a model that calls a tool whenever it is offered tools, deterministically: the conversations' tests
+need one, and no small real model does that reliably.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class Behaviour:
     status: int = 200
     stream_usage: bool = False
     break_after: int = 0  # a stream's connection dropped (no end) after this many tokens
+    # A model that calls tools: offered tools, it calls this one (function name, JSON arguments);
+    # given the tool's result, it answers "The tool said: <result>".
+    tool_call: tuple[str, str] | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     cancelled: int = 0  # streams whose client went away before the end
     finished: int = 0
@@ -37,6 +42,45 @@ class Behaviour:
 
 def _words(n: int) -> list[str]:
     return [WORDS[i % len(WORDS)] for i in range(n)]
+
+
+async def _answer_with_tool_calls(
+    request: web.Request, body: dict[str, Any], base: dict[str, Any], calls: list[dict[str, Any]]
+) -> web.StreamResponse:
+    usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    if not body.get("stream"):
+        message = {"role": "assistant", "content": None, "tool_calls": calls}
+        choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+        return web.json_response({**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for index, call in enumerate(calls):
+        arguments = call["function"]["arguments"]
+        half = len(arguments) // 2  # the arguments in two pieces, as real servers stream them
+        pieces = [
+            {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": arguments[:half]},
+            },
+            {"index": index, "function": {"arguments": arguments[half:]}},
+        ]
+        for piece in pieces:
+            chunk = {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {"tool_calls": [piece]}}],
+            }
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    end = {
+        **base,
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+    }
+    await response.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
+    await response.write_eof()
+    return response
 
 
 def build_app(b: Behaviour) -> web.Application:
@@ -50,9 +94,27 @@ def build_app(b: Behaviour) -> web.Application:
             await asyncio.sleep(b.delay)
         if b.status != 200:
             return web.json_response({"error": {"message": "fake failure", "type": "server_error"}}, status=b.status)
-        words = _words(int(body.get("max_tokens") or b.tokens))
+        # Its answer ends by itself after `tokens` words, or earlier at max_tokens.
+        words = _words(min(int(body.get("max_tokens") or b.tokens), b.tokens))
         chat = request.path.endswith("/chat/completions")
         base = {"id": "cmpl-fake", "created": int(time.time()), "model": body.get("model")}
+        calls: list[dict[str, Any]] = []
+        if chat and b.tool_call is not None:
+            last = (body.get("messages") or [{}])[-1]
+            if last.get("role") == "tool":
+                words = ["The tool said: ", str(last.get("content"))]
+            elif body.get("tools"):
+                name, arguments = b.tool_call
+                calls = [
+                    {
+                        "id": f"call_{len(b.requests)}",
+                        "type": "function",
+                        "function": {"name": name, "arguments": arguments},
+                    }
+                ]
+                words = []
+        if calls:
+            return await _answer_with_tool_calls(request, body, base, calls)
         if not body.get("stream"):
             usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
             choice: dict[str, Any] = (
@@ -155,9 +217,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--tokens", type=int, default=len(WORDS))
     parser.add_argument("--token-gap", type=float, default=0.0, help="seconds between streamed tokens")
+    parser.add_argument("--tool-call", nargs=2, metavar=("NAME", "ARGUMENTS"), help="call this tool when offered tools")
     args = parser.parse_args()
     print(f"fake OpenAI server on port {args.port}", flush=True)
-    behaviour = Behaviour(tokens=args.tokens, token_gap=args.token_gap)
+    tool_call = (args.tool_call[0], args.tool_call[1]) if args.tool_call else None
+    behaviour = Behaviour(tokens=args.tokens, token_gap=args.token_gap, tool_call=tool_call)
     web.run_app(build_app(behaviour), host=args.host, port=args.port, print=None, access_log=None)
 
 
