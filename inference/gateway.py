@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -314,6 +315,8 @@ class Gateway:
             ) from exc
         exchange.status = response.status
         exchange.first_byte = time.monotonic()
+        if response.status < 400 and exchange.endpoint == "embeddings" and target.backend == "llama.cpp":
+            content = await asyncio.to_thread(pooled_embeddings, content)
         if response.status < 400:
             usage.read_usage(exchange, content)
         else:
@@ -383,6 +386,27 @@ class Gateway:
             out += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
         out.append((b"x-aiwm-deployment", target.deployment_id.encode()))
         return out
+
+
+def pooled_embeddings(content: bytes) -> bytes:
+    """One vector per input, as OpenAI's API answers. llama.cpp's server returns a vector per token
+    when the model's file names no pooling (SmolLM2's does not, and its server has no flag for it):
+    such an answer is mean-pooled and scaled to unit length (OpenAI's embeddings are). Anything else
+    is passed on as it came."""
+    try:
+        document = json.loads(content)
+        rows = document["data"]
+        if not any(row["embedding"] and isinstance(row["embedding"][0], list) for row in rows):
+            return content
+        for row in rows:
+            vectors = row["embedding"]
+            if vectors and isinstance(vectors[0], list):
+                mean = [sum(column) / len(vectors) for column in zip(*vectors, strict=True)]
+                norm = math.sqrt(sum(x * x for x in mean)) or 1.0
+                row["embedding"] = [x / norm for x in mean]
+    except (ValueError, KeyError, TypeError, IndexError):
+        return content
+    return json.dumps(document).encode()
 
 
 async def read_json(receive: Receive) -> tuple[bytes, dict[str, Any]]:

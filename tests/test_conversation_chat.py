@@ -152,6 +152,21 @@ def test_a_streamed_turn_sends_the_text_as_it_comes_then_the_stored_message(
     assert fresh(conversation).total_messages == 2
 
 
+def test_a_client_that_leaves_a_streamed_turn_cancels_the_model_and_the_turn_counts_as_failed(
+    gateway: LiveGateway, upstreams: list[FakeOpenAI]
+) -> None:
+    model = serve(upstreams, "dep-1", token_gap=0.3)
+    conversation = a_conversation()
+    headers = dict(Rest(gateway).session.headers)
+    url = f"{gateway.url}/api/conversations/{conversation.pk}/chat"
+    with httpx.stream("POST", url, json={"content": "Hi", "stream": True}, headers=headers, timeout=30) as answer:
+        assert next(answer.iter_lines()).startswith("event: token")
+    assert eventually(lambda: model.behaviour.cancelled == 1, 10)
+    assert eventually(lambda: Agent.objects.get(agent_id="agent-1").failed_tasks == 1, 10)
+    [kept] = Message.objects.filter(conversation_id="conv-1")
+    assert kept.role == "user" and "went away" in kept.error and model.behaviour.finished == 0
+
+
 def test_the_history_is_cut_to_the_context_budget_oldest_turns_first(
     gateway: LiveGateway, upstreams: list[FakeOpenAI], settings: Any
 ) -> None:
@@ -422,3 +437,4 @@ def test_a_tool_calling_model_served_by_the_node_agent_answers_a_conversation(
     assert stored["content"] == 'The tool said: {"status": "shipped", "orderId": 1042}', events_of(answer)
     assert tool_server.received == [{"orderId": 1042}]
     assert Tool.objects.get(tool_id="order-lookup").total_usage == 1
+    flushed(2)  # both model calls recorded, in this test's database

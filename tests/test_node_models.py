@@ -56,8 +56,13 @@ def test_a_gguf_model_is_downloaded_served_and_stopped_through_the_api(
         repository=str(gguf.parent),
         file_name=gguf.name,
     )
+    # --embedding: llama.cpp's server answers /v1/embeddings only so (and chats as well).
     deployment = DeploymentFactory.create(
-        deployment_id="dep-smol", model_id="smollm2", node_id="node-local", container_port=free_port()
+        deployment_id="dep-smol",
+        model_id="smollm2",
+        node_id="node-local",
+        container_port=free_port(),
+        backend_args=["--embedding", "true"],
     )
     rest = Rest(gateway)
     with running_agent(server=gateway.url, token=token, data_dir=tmp_path / "agent") as agent:
@@ -78,6 +83,7 @@ def test_a_gguf_model_is_downloaded_served_and_stopped_through_the_api(
         assert answer.status_code == 200, answer.text
         assert answer.json()["choices"][0]["message"]["content"]
         through_the_gateway(gateway, rest)
+        a_conversation_with_it(gateway, rest)
         [pid] = model_server_pids("dep-smol")
         # The server's output reaches the deployment's logs (shipped in batches, about every second).
         logs = eventually(lambda: rest.get(f"/api/deployments/{deployment.pk}/logs")["data"], WAIT)
@@ -114,7 +120,7 @@ def through_the_gateway(gateway: LiveGateway, rest: Rest) -> None:
 
     def recorded() -> list[InferenceRecord]:
         RECORDER.flush()
-        rows = list(InferenceRecord.objects.order_by("id"))
+        rows = list(InferenceRecord.objects.filter(deployment_id="dep-smol").order_by("id"))
         return rows if len(rows) == 3 else []
 
     rows = eventually(recorded, WAIT)
@@ -127,7 +133,37 @@ def through_the_gateway(gateway: LiveGateway, rest: Rest) -> None:
     assert rows[1].tokens_from == "tokenizer" and rows[1].prompt_tokens > 0 and rows[1].completion_tokens > 0
     assert rows[0].tokens_from == "backend" and rows[0].completion_tokens == chat.usage.completion_tokens
 
+    # One unit vector per input (the server's per-token vectors pooled by the gateway).
+    embedded = sdk.embeddings.create(model="smollm2", input=["hello world", "good night"])
+    assert len(embedded.data) == 2 and len(embedded.data[0].embedding) == 576
+    assert sum(x * x for x in embedded.data[0].embedding) == pytest.approx(1.0)
+    assert embedded.data[0].embedding != embedded.data[1].embedding
+
     revoked = rest.session.delete(f"{gateway.url}/api/api-keys/{created['_id']}", timeout=10)
     assert revoked.status_code == 200
     with pytest.raises(openai.AuthenticationError):
         sdk.models.list()
+
+
+def a_conversation_with_it(gateway: LiveGateway, rest: Rest) -> None:
+    """An agent whose default model is the deployment's: a conversation's turns answered by the real
+    model, stored with their usage, streamed and not."""
+    from agents.models import Agent
+    from tests.support.factories import AgentFactory, ConversationFactory, InstructionFactory
+
+    InstructionFactory.create(instruction_id="inst-smol", system_prompt="You are terse.", guidelines=["One line"])
+    AgentFactory.create(agent_id="agent-smol", node_id="node-local", instruction_id="inst-smol", model_id="smollm2")
+    conversation = ConversationFactory.create(conversation_id="conv-smol", agent_id="agent-smol")
+    url = f"{gateway.url}/api/conversations/{conversation.pk}/chat"
+    answer = rest.session.post(url, json={"content": "Say hello.", "maxTokens": 8}, timeout=WAIT)
+    assert answer.status_code == 200, answer.text
+    assistant = answer.json()["assistantMessage"]
+    assert (
+        assistant["content"] and assistant["usage"]["completionTokens"] > 0 and assistant["usage"]["promptTokens"] > 0
+    )
+    streamed = rest.session.post(url, json={"content": "And again.", "stream": True, "maxTokens": 8}, timeout=WAIT)
+    assert streamed.status_code == 200 and "event: token" in streamed.text, streamed.text
+    last = streamed.text.strip().split("\n\n")[-1]
+    assert last.startswith("event: message"), streamed.text
+    agent = Agent.objects.get(agent_id="agent-smol")
+    assert (agent.total_tasks, agent.completed_tasks) == (2, 2)
