@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from aiwm_project.admin import AUDIT_FIELDS, Operation, OwnedModelAdmin, status_badge
 from aiwm_project.datetimes import format_datetime
@@ -70,7 +71,7 @@ class DeploymentAdmin(OwnedModelAdmin):
         )
         return format_html(
             "<table class='aiwm-table'><tr><th>time</th><th>severity</th><th>event</th><th>message</th></tr>{}</table>",
-            rows or format_html("<tr><td colspan='4'>no events</td></tr>"),
+            rows or mark_safe("<tr><td colspan='4'>no events</td></tr>"),
         )
 
     @admin.display(description="execution moving it")

@@ -31,6 +31,7 @@ from agents.choices import AgentStatus, ToolStatus, ToolType
 from agents.models import Agent, Instruction, Tool
 from agents.services import agent_task_record, tool_call_record
 from aiwm_project.auth import Principal
+from aiwm_project.db import db_sync_to_async
 from aiwm_project.exceptions import ConflictError, NotFoundError, ServiceError, ValidationFailed
 from aiwm_project.ids import new_object_id
 from conversations.choices import ConversationStatus, MessageRole
@@ -439,13 +440,13 @@ async def run_turn(turn: Turn, *, stream: bool) -> AsyncIterator[str | Message]:
             messages.append({"role": "assistant", "content": answer.content or None, "tool_calls": answer.tool_calls})
             messages += results
     except ModelCallFailed as exc:
-        await asyncio.to_thread(record_failure, turn, exc.message, reply)
+        await db_sync_to_async(record_failure)(turn, exc.message, reply)
         raise
     except (asyncio.CancelledError, GeneratorExit):
         # Shielded: the write must happen although the task that ran the turn is being cancelled.
-        await asyncio.shield(asyncio.to_thread(record_failure, turn, "the client went away before the answer", reply))
+        await asyncio.shield(db_sync_to_async(record_failure)(turn, "the client went away before the answer", reply))
         raise
-    yield await asyncio.to_thread(record_reply, turn, reply)
+    yield await db_sync_to_async(record_reply)(turn, reply)
 
 
 async def run_tools(turn: Turn, calls: list[dict[str, Any]], reply: Reply) -> list[dict[str, Any]] | None:

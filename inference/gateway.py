@@ -27,6 +27,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from aiwm_project.auth import TokenError, authenticate_user_token, bearer_token
+from aiwm_project.db import db_sync_to_async
 from inference import usage
 from inference.routing import NoModel, Router, Target
 from inference.services import KEY_PREFIX, KEYS, KeyHolder, key_hash, key_holder_from_db
@@ -154,7 +155,7 @@ class Gateway:
             digest = key_hash(token)
             known, holder = KEYS.lookup(digest)
             if not known:
-                holder = await asyncio.to_thread(key_holder_from_db, digest)
+                holder = await db_sync_to_async(key_holder_from_db)(digest)
                 KEYS.store(digest, holder)
             if holder is None:
                 raise GatewayError(
@@ -173,7 +174,7 @@ class Gateway:
     # --- GET /v1/models ---
 
     async def list_models(self, caller: Caller, send: Send) -> None:
-        rows = await asyncio.to_thread(usage.served_models, caller.org_id)
+        rows = await db_sync_to_async(usage.served_models)(caller.org_id)
         data = [
             {"id": model_id, "object": "model", "created": int(created.timestamp()), "owned_by": caller.org_id}
             for model_id, created in rows

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from aiwm_project.db import db_sync_to_async
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
 from models_registry.choices import server_backend
@@ -110,7 +111,7 @@ class Router:
         # (64 clients would otherwise send 64 identical queries to the database each second).
         reading = self._reading.get(key)
         if reading is None:
-            reading = self._reading[key] = asyncio.ensure_future(asyncio.to_thread(candidates_from_db, org_id, name))
+            reading = self._reading[key] = asyncio.ensure_future(db_sync_to_async(candidates_from_db)(org_id, name))
             reading.add_done_callback(lambda _: self._reading.pop(key, None))
         model_id, targets = await asyncio.shield(reading)
         if len(self._candidates) > 10_000:

@@ -30,6 +30,7 @@ from django.db.models import Avg, Count, F, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
 
+from aiwm_project.db import db_sync_to_async
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
 from inference.models import InferenceRecord
@@ -213,7 +214,7 @@ class Recorder:
             await asyncio.to_thread(self._wake.wait, FLUSH_SECONDS)
             self._wake.clear()
             try:
-                await asyncio.to_thread(self.flush)
+                await db_sync_to_async(self.flush)()
             except Exception:
                 log.exception("writing the gateway's usage records failed; they are kept for the next try")
 

@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from aiwm_project.admin import (
     Operation,
@@ -104,7 +105,7 @@ class NodeAdmin(OwnedModelAdmin):
         return format_html(
             "<table class='aiwm-table'><tr><th>device</th><th>model</th><th>memory used / total (MB)</th>"
             "<th>utilization %</th><th>temperature °C</th></tr>{}</table>",
-            rows or format_html("<tr><td colspan='5'>no GPUs reported</td></tr>"),
+            rows or mark_safe("<tr><td colspan='5'>no GPUs reported</td></tr>"),
         )
 
     @admin.display(description="GPU history")
