@@ -27,6 +27,7 @@ class AgentAdmin(OwnedModelAdmin):
         "status",
         "node_id",
         "instruction_id",
+        "model_id",
         "total_tasks",
         "last_heartbeat",
         "is_active",
@@ -34,7 +35,7 @@ class AgentAdmin(OwnedModelAdmin):
         "is_deleted",
     )
     list_filter = ("status", "is_active", "is_deleted")
-    search_fields = ("agent_id", "name", "role", "node_id", "instruction_id", "owner_org_id")
+    search_fields = ("agent_id", "name", "role", "node_id", "instruction_id", "model_id", "owner_org_id")
 
 
 @admin.register(Tool)

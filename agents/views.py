@@ -112,6 +112,8 @@ AGENT_EXAMPLE_REQUEST = {
     "capabilities": ["chat", "email", "ticketing"],
     "nodeId": "node-gpu-01",
     "instructionId": "inst-cs-agent-v1",
+    "modelId": "llama-2-7b-v1",
+    "toolIds": ["tool-web-search"],
     "permissions": ["read:tickets", "write:responses"],
     "tags": ["support", "customer-service"],
 }
