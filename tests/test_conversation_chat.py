@@ -9,6 +9,7 @@ llama.cpp server in tests/test_node_models.py."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import sys
@@ -26,7 +27,7 @@ from agents.models import Agent, Tool
 from aiwm_project.auth import Principal
 from conversations.models import Conversation, Message
 from inference.routing import CANDIDATE_SECONDS
-from inference.tools import Allowed, ToolRefused, check_endpoint
+from inference.tools import Allowed, ToolRefused, call_api_tool, check_endpoint
 from models_registry.models import AIModel
 from nodes.commands import send_command
 from nodes.models import Node, NodeCommand
@@ -392,6 +393,20 @@ def test_the_allowed_hosts_guard() -> None:
             check_endpoint(endpoint, named)
     with pytest.raises(ToolRefused):
         check_endpoint("http://example.com/", Allowed.parse([]))  # nothing allowed by default
+
+
+def test_a_name_that_resolves_to_a_refused_address_is_refused_at_connect(
+    settings: Any, tool_server: ToolServer
+) -> None:
+    """The check is on the addresses the connection uses, not on the name: `localhost` passes the
+    name check under `*` and is refused by the resolver (as a rebinding name would be)."""
+    settings.AIWM_TOOL_ALLOWED_HOSTS = ["*"]
+    port = tool_server.url.split(":")[2].split("/")[0]
+    outcome = asyncio.run(call_api_tool(f"http://localhost:{port}/lookup", {"orderId": 1}))
+    assert outcome.error.startswith("refused: localhost resolves to "), outcome.error
+    assert tool_server.received == []
+    settings.AIWM_TOOL_ALLOWED_HOSTS = ["localhost"]  # named exactly: allowed
+    assert asyncio.run(call_api_tool(f"http://localhost:{port}/lookup", {"orderId": 1})).result["status"] == "shipped"
 
 
 # --- end to end: the model server run by the node agent ---
