@@ -139,8 +139,9 @@ class ConversationChatView(APIView):
         "`modelId`) through the gateway with the agent's instruction, the history that fits the context and the "
         "agent's tools (`toolIds`; `api` tools are run by AIWM), stores the assistant's message with `usage`, "
         "`latency` (ms to the first token) and `responseTime` (ms to the end), and counts the task on the agent. "
-        'With `"stream": true` the answer is Server-Sent Events: `event: token` (`{"content": "..."}`) for each '
-        "piece of text, then `event: message` with the stored assistant message, or `event: error` with the "
+        'With `"stream": true` the answer is Server-Sent Events: `event: userMessage` (the stored user message), '
+        '`event: token` (`{"content": "..."}`) for each piece of text, then `event: message` with the stored '
+        "assistant message, or `event: error` with the "
         "error body. A failed call keeps the user's message with `error` set and counts a failed task: "
         "404 the model is unknown, 503 no deployment of it is running, 502 the deployment failed.",
         request=ChatRequestSerializer,
@@ -189,7 +190,9 @@ def sse_frame(event: str, data: Any) -> bytes:
 
 
 async def sse(request: Request, turn: Turn) -> AsyncIterator[bytes]:
-    """The turn as Server-Sent Events, on the event loop (no thread is held while the model answers)."""
+    """The turn as Server-Sent Events, on the event loop (no thread is held while the model answers).
+    First the stored user message (the page shows it with its id at once), then the answer."""
+    yield sse_frame("userMessage", MessageSerializer(turn.user_message).data)
     try:
         async for item in run_turn(turn, stream=True):
             if isinstance(item, str):
