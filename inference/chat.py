@@ -36,7 +36,7 @@ from aiwm_project.exceptions import ConflictError, NotFoundError, ServiceError, 
 from aiwm_project.ids import new_object_id
 from conversations.choices import ConversationStatus, MessageRole
 from conversations.models import Conversation, Message
-from conversations.services import message_create
+from conversations.services import message_create, message_update
 from inference.gateway import GATEWAY, Caller, Exchange
 from inference.tools import call_api_tool
 
@@ -88,7 +88,8 @@ class Turn:
     model_id: str
     prompt: list[dict[str, Any]]
     tools: dict[str, OfferedTool]  # by function name
-    user_message: Message
+    user_message: Message | None  # the new user message (None when the turn goes on from toolResults)
+    continued: Message | None  # the assistant message whose tool calls the client answered
     max_tokens: int
     started: float = field(default_factory=time.monotonic)
 
@@ -118,9 +119,20 @@ class Reply:
 # --- before the call (sync: the view runs it) ---
 
 
-def prepare_turn(*, actor: Principal, conversation_pk: str, content: str, max_tokens: int | None = None) -> Turn:
-    """Check that the conversation can take a turn, store the user's message, build the prompt.
-    404/409/400 (nothing stored) when the conversation, its agent or its model is not there."""
+def prepare_turn(
+    *,
+    actor: Principal,
+    conversation_pk: str,
+    content: str | None = None,
+    tool_results: list[dict[str, Any]] | None = None,
+    max_tokens: int | None = None,
+) -> Turn:
+    """Check that the conversation can take a turn, store what the client sent, build the prompt.
+
+    `content`: a new user message. `tool_results`: the client's results of `function` tool calls
+    the conversation's last assistant message made, stored on that message; the model then goes on
+    from them. 404/409/400, nothing stored, when the conversation, its agent or its model is not
+    there, or the results answer no pending call."""
     conversation = Conversation.objects.for_org(actor.org_id).filter(pk=conversation_pk).first()
     if conversation is None:
         raise NotFoundError(f"Conversation with ID {conversation_pk} not found")
@@ -138,26 +150,32 @@ def prepare_turn(*, actor: Principal, conversation_pk: str, content: str, max_to
         )
     system = system_prompt(actor.org_id, agent)
     tools = offered_tools(actor.org_id, agent)
-    history = list(
-        Message.objects.for_org(actor.org_id)
-        .filter(conversation_id=conversation.conversation_id, is_active=True)
-        .order_by("-created_at", "-id")[:HISTORY_ROWS]
+    messages = Message.objects.for_org(actor.org_id).filter(
+        conversation_id=conversation.conversation_id, is_active=True
     )
+    new: Message
+    if tool_results is not None:
+        new = answer_tool_calls(actor, messages, tool_results)
+    else:
+        new = message_create(
+            data={
+                "conversation_id": conversation.conversation_id,
+                "agent_id": agent.agent_id,
+                "role": MessageRole.USER,
+                "content": content or "",
+            },
+            actor=actor,
+        )
+    # The new message (or the one just answered) is always sent; older ones as far as they fit.
+    newest_first = list(messages.exclude(pk=new.pk).order_by("-created_at", "-id")[:HISTORY_ROWS])
     reply_tokens = max_tokens or settings.AIWM_CHAT_MAX_TOKENS
-    user_message = message_create(
-        data={
-            "conversation_id": conversation.conversation_id,
-            "agent_id": agent.agent_id,
-            "role": MessageRole.USER,
-            "content": content,
-        },
-        actor=actor,
-    )
-    budget = settings.AIWM_CHAT_CONTEXT_TOKENS - reply_tokens - estimate_tokens(system) - estimate_tokens(content)
+    last = replayed(new)
+    budget = settings.AIWM_CHAT_CONTEXT_TOKENS - reply_tokens - estimate_tokens(system)
+    budget -= sum(estimate_tokens(json.dumps(m)) for m in last)
     budget -= sum(estimate_tokens(json.dumps(t.spec())) for t in tools.values())
     prompt = [{"role": "system", "content": system}] if system else []
-    prompt += history_within(history, budget)
-    prompt.append({"role": "user", "content": content})
+    prompt += history_within(newest_first, budget)
+    prompt += last
     return Turn(
         actor=actor,
         conversation_id=conversation.conversation_id,
@@ -165,9 +183,27 @@ def prepare_turn(*, actor: Principal, conversation_pk: str, content: str, max_to
         model_id=model_id,
         prompt=prompt,
         tools=tools,
-        user_message=user_message,
+        user_message=new if tool_results is None else None,
+        continued=new if tool_results is not None else None,
         max_tokens=reply_tokens,
     )
+
+
+def answer_tool_calls(actor: Principal, messages: Any, results: list[dict[str, Any]]) -> Message:
+    """Store the client's results on the last assistant message, whose tool calls they answer (409
+    when it made no such call, or it was answered already)."""
+    last = messages.order_by("-created_at", "-id").first()
+    if last is None or last.role != MessageRole.ASSISTANT or not last.tool_calls:
+        raise ConflictError("toolResults: the conversation's last message is not an assistant's tool call")
+    pending = {c.get("id") for c in last.tool_calls if isinstance(c, dict)}
+    pending -= {r.get("toolCallId") for r in last.tool_results or [] if isinstance(r, dict)}
+    unknown = [r["toolCallId"] for r in results if r["toolCallId"] not in pending]
+    if unknown:
+        raise ConflictError(
+            "toolResults: no pending tool call of the last assistant message has the id "
+            + ", ".join(repr(i) for i in unknown[:10])
+        )
+    return message_update(instance=last, data={"tool_results": [*(last.tool_results or []), *results]}, actor=actor)
 
 
 def system_prompt(org_id: str, agent: Agent) -> str:
@@ -519,9 +555,12 @@ def record_reply(turn: Turn, reply: Reply) -> Message:
 
 
 def record_failure(turn: Turn, error: str, reply: Reply) -> None:
-    """The error on the user's message, a failed task on the agent, the tool calls that were made."""
+    """The error on the user's message (or the message the turn went on from), a failed task on the
+    agent, the tool calls that were made."""
     with transaction.atomic():
-        Message.objects.filter(pk=turn.user_message.pk).update(error=error[:10_000])
+        kept = turn.user_message or turn.continued
+        assert kept is not None
+        Message.objects.filter(pk=kept.pk).update(error=error[:10_000])
         agent_task_record(org_id=turn.actor.org_id, agent_id=turn.agent_id, succeeded=False, response_time=0, latency=0)
         _record_tool_calls(turn, reply)
 

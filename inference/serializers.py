@@ -3,6 +3,8 @@ GET /api/usage's query, and a conversation's chat request and answer."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from aiwm_project.api.serializers import (
@@ -14,7 +16,7 @@ from aiwm_project.api.serializers import (
     string_list,
 )
 from conversations.models import MESSAGE_CONTENT_MAX_CHARS
-from conversations.serializers import MessageSerializer
+from conversations.serializers import MessageSerializer, MessageToolResultSerializer
 from inference.models import ApiKey
 from inference.usage import GROUPS
 
@@ -70,7 +72,16 @@ class UsageRowSerializer(serializers.Serializer):
 class ChatRequestSerializer(serializers.Serializer):
     """POST /api/conversations/:id/chat."""
 
-    content = StrictCharField(trim_whitespace=False, max_length=MESSAGE_CONTENT_MAX_CHARS)
+    content = StrictCharField(
+        required=False, trim_whitespace=False, max_length=MESSAGE_CONTENT_MAX_CHARS, help_text="The user's message."
+    )
+    toolResults = serializers.ListField(
+        child=MessageToolResultSerializer(),
+        required=False,
+        min_length=1,
+        max_length=128,
+        help_text="Instead of content: the results of the last assistant message's function tool calls.",
+    )
     stream = StrictBooleanField(required=False, default=False)
     maxTokens = StrictIntegerField(
         required=False,
@@ -79,7 +90,12 @@ class ChatRequestSerializer(serializers.Serializer):
         help_text="The most tokens the answer may have (default AIWM_CHAT_MAX_TOKENS, 512).",
     )
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("content" in attrs) == ("toolResults" in attrs):
+            raise serializers.ValidationError({"content": ["send either content or toolResults"]})
+        return attrs
+
 
 class ChatAnswerSerializer(serializers.Serializer):
-    userMessage = MessageSerializer()
+    userMessage = MessageSerializer(allow_null=True)
     assistantMessage = MessageSerializer()

@@ -142,7 +142,9 @@ class ConversationChatView(APIView):
         'With `"stream": true` the answer is Server-Sent Events: `event: userMessage` (the stored user message), '
         '`event: token` (`{"content": "..."}`) for each piece of text, then `event: message` with the stored '
         "assistant message, or `event: error` with the "
-        "error body. A failed call keeps the user's message with `error` set and counts a failed task: "
+        "error body. `toolResults` instead of `content` answers the `function` tool calls of the last assistant "
+        "message (stored on it; `userMessage` is then null) and the model goes on from them. "
+        "A failed call keeps the user's message with `error` set and counts a failed task: "
         "404 the model is unknown, 503 no deployment of it is running, 502 the deployment failed.",
         request=ChatRequestSerializer,
         responses={
@@ -160,7 +162,8 @@ class ConversationChatView(APIView):
         turn = prepare_turn(
             actor=cast(Principal, request.user),
             conversation_pk=pk,
-            content=query.validated_data["content"],
+            content=query.validated_data.get("content"),
+            tool_results=query.validated_data.get("toolResults"),
             max_tokens=query.validated_data.get("maxTokens"),
         )
         if query.validated_data["stream"]:
@@ -172,7 +175,7 @@ class ConversationChatView(APIView):
         message = async_to_sync(answer_of)(turn)
         return Response(
             {
-                "userMessage": MessageSerializer(turn.user_message).data,
+                "userMessage": None if turn.user_message is None else MessageSerializer(turn.user_message).data,
                 "assistantMessage": MessageSerializer(message).data,
             }
         )
@@ -192,7 +195,8 @@ def sse_frame(event: str, data: Any) -> bytes:
 async def sse(request: Request, turn: Turn) -> AsyncIterator[bytes]:
     """The turn as Server-Sent Events, on the event loop (no thread is held while the model answers).
     First the stored user message (the page shows it with its id at once), then the answer."""
-    yield sse_frame("userMessage", MessageSerializer(turn.user_message).data)
+    if turn.user_message is not None:
+        yield sse_frame("userMessage", MessageSerializer(turn.user_message).data)
     try:
         async for item in run_turn(turn, stream=True):
             if isinstance(item, str):

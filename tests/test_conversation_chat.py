@@ -373,6 +373,30 @@ def test_a_function_tool_call_ends_the_turn_with_the_call_stored_for_the_client(
     assert Tool.objects.get(tool_id="draft-email").total_usage == 0
 
 
+def test_the_client_answers_a_function_tool_call_and_the_model_goes_on_from_its_result(
+    gateway: LiveGateway, upstreams: list[FakeOpenAI]
+) -> None:
+    model = serve(upstreams, "dep-1", tool_call=("draft-email", '{"to": "a@example.com"}'))
+    ToolFactory.create(tool_id="draft-email", type="function")
+    conversation = a_conversation(tool_ids=["draft-email"])
+    asked = chat(gateway, conversation, {"content": "Write to a"}).json()["assistantMessage"]
+    [call] = asked["toolCalls"]
+    for wrong in ({"toolResults": [{"toolCallId": "call_nope", "result": 1}]}, {"content": "x", "toolResults": []}):
+        assert chat(gateway, conversation, wrong).status_code in (400, 409), wrong
+    assert Message.objects.count() == 2 and Message.objects.get(pk=asked["_id"]).tool_results == []
+
+    answer = chat(gateway, conversation, {"toolResults": [{"toolCallId": call["id"], "result": {"sent": True}}]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["userMessage"] is None
+    assert answer.json()["assistantMessage"]["content"] == 'The tool said: {"sent": true}'
+    assert Message.objects.get(pk=asked["_id"]).tool_results == [{"toolCallId": call["id"], "result": {"sent": True}}]
+    sent = model.behaviour.requests[-1]["body"]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool"] and sent[2]["tool_calls"] == [call]
+    again = chat(gateway, conversation, {"toolResults": [{"toolCallId": call["id"], "result": 2}]})
+    assert again.status_code == 409  # answered already (and the last message is no tool call now)
+    assert fresh(conversation).total_messages == 3
+
+
 def test_tool_rounds_stop_at_the_limit(
     gateway: LiveGateway, upstreams: list[FakeOpenAI], tool_server: ToolServer, settings: Any
 ) -> None:
