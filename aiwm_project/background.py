@@ -15,6 +15,7 @@ from aiwm_project.db import db_sync_to_async
 from console.services import event_tickets_prune
 from deployments.services import deployments_flag_offline_nodes
 from executions.engine import executions_sweep
+from inference.usage import usage_prune
 from nodes.commands import commands_redeliver
 from nodes.services import inbound_prune, metrics_prune, nodes_mark_stale_offline
 
@@ -32,6 +33,7 @@ def run_sweep() -> dict[str, int]:
         "metrics_pruned": metrics_prune(),
         "inbound_pruned": inbound_prune(),
         "event_tickets_pruned": event_tickets_prune(),
+        "usage_pruned": usage_prune(),
     }
 
 

@@ -279,6 +279,9 @@ AIWM_GATEWAY_QUEUE_SECONDS = env.float("AIWM_GATEWAY_QUEUE_SECONDS", default=60.
 AIWM_GATEWAY_CONNECT_TIMEOUT = env.float("AIWM_GATEWAY_CONNECT_TIMEOUT", default=5.0)
 AIWM_GATEWAY_FIRST_BYTE_TIMEOUT = env.float("AIWM_GATEWAY_FIRST_BYTE_TIMEOUT", default=300.0)
 AIWM_GATEWAY_IDLE_TIMEOUT = env.float("AIWM_GATEWAY_IDLE_TIMEOUT", default=120.0)
+# Usage records (GET /api/usage) older than this are dropped by the sweep; the counters they moved
+# on models and deployments stay. At a thousand requests a second a day is 86 million rows.
+AIWM_USAGE_RETENTION_DAYS = env.int("AIWM_USAGE_RETENTION_DAYS", default=90)
 
 # --- Conversations that run (POST /api/conversations/:id/chat: inference.chat). The prompt's
 # history is cut to fit AIWM_CHAT_CONTEXT_TOKENS (estimated at four characters a token) with

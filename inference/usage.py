@@ -21,10 +21,11 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Avg, Count, F, Sum
 from django.db.models.functions import TruncDay
@@ -284,6 +285,13 @@ def roll_up(records: list[dict[str, Any]]) -> None:
 
 
 RECORDER = Recorder()
+
+
+def usage_prune(*, now: datetime | None = None) -> int:
+    """Drop usage records older than AIWM_USAGE_RETENTION_DAYS (the sweep); the counters stay."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.AIWM_USAGE_RETENTION_DAYS)
+    deleted, _ = InferenceRecord.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
 
 
 # --- reading ---

@@ -175,3 +175,23 @@ def test_the_sweep_forgets_old_metrics_and_message_ids_only(db: None, settings) 
     assert (metrics_prune(now=now), inbound_prune(now=now)) == (1, 1)
     assert list(NodeMetric.objects.values_list("message_id", flat=True)) == ["recent"]
     assert list(InboundMessage.objects.values_list("message_id", flat=True)) == ["recent"]
+
+
+def test_the_sweep_drops_usage_records_past_their_retention_and_keeps_the_counters(db: None, settings) -> None:  # type: ignore[no-untyped-def]
+    from inference.models import InferenceRecord
+    from inference.usage import usage_prune
+    from models_registry.models import AIModel
+    from tests.support.factories import AIModelFactory
+
+    settings.AIWM_USAGE_RETENTION_DAYS = 90
+    AIModelFactory.create(model_id="m1")
+    AIModel.objects.update(total_inference=2)
+    now = timezone.now()
+    for age, error in ((timedelta(days=91), "old"), (timedelta(days=89), "recent")):
+        InferenceRecord.objects.create(
+            owner_org_id=ORG_A, created_at=now - age, model_id="m1", endpoint="completions", status_code=200,
+            error=error, latency_ms=1.0,
+        )  # fmt: skip
+    assert usage_prune(now=now) == 1
+    assert list(InferenceRecord.objects.values_list("error", flat=True)) == ["recent"]
+    assert AIModel.objects.get().total_inference == 2
