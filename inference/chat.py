@@ -34,6 +34,7 @@ from aiwm_project.auth import Principal
 from aiwm_project.db import db_sync_to_async
 from aiwm_project.exceptions import ConflictError, NotFoundError, ServiceError, ValidationFailed
 from aiwm_project.ids import new_object_id
+from aiwm_project.selectors import find_by_identifier, is_valid_identifier
 from conversations.choices import ConversationStatus, MessageRole
 from conversations.models import Conversation, Message
 from conversations.services import message_create, message_update
@@ -122,20 +123,23 @@ class Reply:
 def prepare_turn(
     *,
     actor: Principal,
-    conversation_pk: str,
+    conversation_ref: str,
     content: str | None = None,
     tool_results: list[dict[str, Any]] | None = None,
     max_tokens: int | None = None,
 ) -> Turn:
-    """Check that the conversation can take a turn, store what the client sent, build the prompt.
+    """Check that the conversation (its `_id` or conversationId) can take a turn, store what the
+    client sent, build the prompt.
 
     `content`: a new user message. `tool_results`: the client's results of `function` tool calls
     the conversation's last assistant message made, stored on that message; the model then goes on
     from them. 404/409/400, nothing stored, when the conversation, its agent or its model is not
     there, or the results answer no pending call."""
-    conversation = Conversation.objects.for_org(actor.org_id).filter(pk=conversation_pk).first()
+    if not is_valid_identifier(conversation_ref):
+        raise ValidationFailed([f"id: {conversation_ref[:64]!r} is not a valid id"])
+    conversation = find_by_identifier(Conversation.objects.for_org(actor.org_id), conversation_ref)
     if conversation is None:
-        raise NotFoundError(f"Conversation with ID {conversation_pk} not found")
+        raise NotFoundError(f"Conversation with ID {conversation_ref} not found")
     if conversation.status == ConversationStatus.COMPLETED:
         raise ConflictError(f"Conversation {conversation.conversation_id!r} is completed: it takes no new messages")
     agent = Agent.objects.for_org(actor.org_id).filter(agent_id=conversation.agent_id).first()

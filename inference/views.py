@@ -161,7 +161,7 @@ class ConversationChatView(APIView):
         query.is_valid(raise_exception=True)
         turn = prepare_turn(
             actor=cast(Principal, request.user),
-            conversation_pk=pk,
+            conversation_ref=pk,
             content=query.validated_data.get("content"),
             tool_results=query.validated_data.get("toolResults"),
             max_tokens=query.validated_data.get("maxTokens"),

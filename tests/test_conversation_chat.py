@@ -239,6 +239,12 @@ def test_what_cannot_take_a_turn_is_refused_and_nothing_is_stored(gateway: LiveG
     assert no_model.status_code == 400 and "modelId" in no_model.text
     Conversation.objects.update(status="completed")
     assert chat(gateway, conversation, {"content": "x"}).status_code == 409
+    by_business_id = httpx.post(
+        f"{gateway.url}/api/conversations/conv-1/chat",
+        json={"content": "x"},
+        headers=dict(Rest(gateway).session.headers),
+    )
+    assert by_business_id.status_code == 409  # found by its conversationId too, as every :id of the API
     assert Message.objects.count() == 0 and Agent.objects.get(agent_id="agent-1").total_tasks == 0
 
 
