@@ -8,6 +8,8 @@ the agent's tools offered; `api` tools the model calls are run here (inference.t
 results sent back, at most AIWM_CHAT_TOOL_ROUNDS model calls; then the assistant's message, the
 agent's task counters and the tools' usage are written in one transaction (`record_reply`). A call
 that fails keeps the user's message with the error on it and counts a failed task (`record_failure`).
+A turn may also start from the client's results of `function` tool calls (`toolResults`, stored
+on the assistant message that made the calls) instead of a new user message.
 
 `run_turn` is one async generator for both answers: the view collects it (`"stream": false`) or
 sends each event as it comes (`"stream": true`).
