@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +94,8 @@ class Gateway:
         self.router = Router()
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closer: AsyncGenerator[None, None] | None = None
+        self._parked: asyncio.Future[None] | None = None
 
     def _on_this_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -106,6 +108,11 @@ class Gateway:
             self._session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
             )
+            # The server runs without ASGI lifespan events, so nothing says when its loop ends; the
+            # loop's end does close its async generators (asyncio.Runner), and this one closes the
+            # session then, instead of leaving it to a warning at garbage collection.
+            self._closer = closed_with_the_loop(self._session)
+            self._parked = asyncio.ensure_future(anext(self._closer))
         return self._session
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -387,6 +394,13 @@ class Gateway:
             out += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
         out.append((b"x-aiwm-deployment", target.deployment_id.encode()))
         return out
+
+
+async def closed_with_the_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await session.close()
 
 
 def pooled_embeddings(content: bytes) -> bytes:
