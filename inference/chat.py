@@ -42,6 +42,7 @@ from conversations.models import Conversation, Message
 from conversations.services import message_create, message_update
 from inference.gateway import GATEWAY, Caller, Exchange
 from inference.tools import call_api_tool
+from inference.usage import EventReader, estimated_tokens
 
 # The history read for one turn, newest first, before the budget cuts it.
 HISTORY_ROWS = 200
@@ -64,7 +65,8 @@ class ModelCallFailed(ServiceError):
 
 
 def estimate_tokens(text: str) -> int:
-    return -(-len(text) // 4) + MESSAGE_OVERHEAD_TOKENS
+    """A message's share of the prompt: its text at the gateway's estimate, plus its markers."""
+    return estimated_tokens(text) + MESSAGE_OVERHEAD_TOKENS
 
 
 @dataclass(frozen=True)
@@ -313,52 +315,30 @@ class CapturedExchange:
         self._gone.set()
 
 
-class ChatStreamReader:
+class ChatStreamReader(EventReader):
     """A chat completion's Server-Sent Events: text deltas, tool-call deltas put together, an error."""
 
     def __init__(self) -> None:
-        self._rest = b""
-        self._event = ""
+        super().__init__()
         self.calls: dict[int, dict[str, Any]] = {}
         self.error = ""
 
     def feed(self, chunk: bytes) -> list[str]:
         """The text pieces in `chunk`."""
-        lines = (self._rest + chunk).split(b"\n")
-        self._rest = lines.pop()
         pieces = []
-        for line in lines:
-            line = line.rstrip(b"\r")
-            if not line:
-                self._event = ""
-            elif line.startswith(b"event:"):
-                self._event = line[6:].strip().decode(errors="replace")
-            elif line.startswith(b"data:"):
-                pieces += self._data(line[5:].strip())
-        return pieces
-
-    def _data(self, payload: bytes) -> list[str]:
-        if not payload or payload == b"[DONE]":
-            return []
-        try:
-            event = json.loads(payload)
-        except ValueError:
-            return []
-        if not isinstance(event, dict):
-            return []
-        if self._event == "error" or "error" in event:
-            self.error = error_message(event) or "the model's stream ended with an error"
-            return []
-        pieces = []
-        for choice in event.get("choices") or ():
-            delta = choice.get("delta") if isinstance(choice, dict) else None
-            if not isinstance(delta, dict):
+        for name, event in self.events(chunk):
+            if name == "error" or "error" in event:
+                self.error = error_message(event) or "the model's stream ended with an error"
                 continue
-            if isinstance(delta.get("content"), str) and delta["content"]:
-                pieces.append(delta["content"])
-            for part in delta.get("tool_calls") or ():
-                if isinstance(part, dict):
-                    self._tool_call_delta(part)
+            for choice in event.get("choices") or ():
+                delta = choice.get("delta") if isinstance(choice, dict) else None
+                if not isinstance(delta, dict):
+                    continue
+                if isinstance(delta.get("content"), str) and delta["content"]:
+                    pieces.append(delta["content"])
+                for part in delta.get("tool_calls") or ():
+                    if isinstance(part, dict):
+                        self._tool_call_delta(part)
         return pieces
 
     def _tool_call_delta(self, part: dict[str, Any]) -> None:

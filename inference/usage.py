@@ -71,29 +71,53 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-class StreamReader:
-    """Reads the Server-Sent Events passing through: the text generated and a `usage`, if one comes."""
+def estimated_tokens(text: str) -> int:
+    """Four characters a token: the count when no tokenizer can be asked."""
+    return -(-len(text) // 4)
+
+
+class EventReader:
+    """Server-Sent Events read from chunks as they arrive: each complete `data:` line's JSON object,
+    with the name of the `event:` it came under ("" for none). `[DONE]`, comments and data that is
+    not a JSON object are skipped."""
 
     def __init__(self) -> None:
         self._rest = b""
+        self._event = ""
+
+    def events(self, chunk: bytes) -> list[tuple[str, dict[str, Any]]]:
+        lines = (self._rest + chunk).split(b"\n")
+        self._rest = lines.pop()
+        out = []
+        for line in lines:
+            line = line.rstrip(b"\r")
+            if not line:  # the end of an event
+                self._event = ""
+            elif line.startswith(b"event:"):
+                self._event = line[6:].strip().decode(errors="replace")
+            elif line.startswith(b"data:"):
+                payload = line[5:].strip()
+                if not payload or payload == b"[DONE]":
+                    continue
+                try:
+                    event = json.loads(payload)
+                except ValueError:
+                    continue
+                if isinstance(event, dict):
+                    out.append((self._event, event))
+        return out
+
+
+class StreamReader(EventReader):
+    """Reads the Server-Sent Events passing through: the text generated and a `usage`, if one comes."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self.text: list[str] = []
         self.usage: dict[str, Any] | None = None
 
     def feed(self, chunk: bytes) -> None:
-        lines = (self._rest + chunk).split(b"\n")
-        self._rest = lines.pop()
-        for line in lines:
-            if not line.startswith(b"data:"):
-                continue
-            payload = line[5:].strip()
-            if not payload or payload == b"[DONE]":
-                continue
-            try:
-                event = json.loads(payload)
-            except ValueError:
-                continue
-            if not isinstance(event, dict):
-                continue
+        for _, event in self.events(chunk):
             if isinstance(event.get("usage"), dict):
                 self.usage = event["usage"]
             for choice in event.get("choices") or ():
@@ -140,7 +164,7 @@ async def count_stream(
             return
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
             log.info("could not count the tokens of a stream with %s's tokenizer: %s", target.deployment_id, exc)
-    exchange.prompt_tokens, exchange.completion_tokens = -(-len(prompt) // 4), -(-len(completion) // 4)
+    exchange.prompt_tokens, exchange.completion_tokens = estimated_tokens(prompt), estimated_tokens(completion)
     exchange.tokens_from = "estimate"
 
 
