@@ -28,9 +28,8 @@ from aiwm_project.auth import Principal
 from conversations.models import Conversation, Message
 from inference.routing import CANDIDATE_SECONDS
 from inference.tools import Allowed, ToolRefused, call_api_tool, check_endpoint
-from models_registry.models import AIModel
 from nodes.commands import send_command
-from nodes.models import Node, NodeCommand
+from nodes.models import NodeCommand
 from tests.support.agent import kill_model_servers, running_agent
 from tests.support.factories import (
     AgentFactory,
@@ -44,7 +43,7 @@ from tests.support.factories import (
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.live_server import LiveGateway, Rest, eventually, free_port
 from tests.support.personas import ORG_B, OWNER_A, OWNER_B_USER_ID
-from tests.support.upstreams import flushed, serve
+from tests.support.upstreams import flushed, node_and_model, serve
 
 LOOKUP = {"type": "object", "properties": {"orderId": {"type": "integer"}}, "required": ["orderId"]}
 
@@ -54,10 +53,7 @@ def a_conversation(
 ) -> Conversation:
     """Agent `agent-1` (default model m1, an instruction with two guidelines) and its conversation `conv-1`;
     node-1 and m1 made unless a deployment (`serve`) made them."""
-    if not Node.objects.for_org(actor.org_id).filter(node_id="node-1").exists():
-        NodeFactory.create(node_id="node-1", actor=actor)
-    if not AIModel.objects.for_org(actor.org_id).filter(model_id="m1").exists():
-        AIModelFactory.create(model_id="m1", node_id="node-1", actor=actor)
+    node_and_model("node-1", "m1", actor)
     InstructionFactory.create(
         instruction_id="inst-1",
         system_prompt="You are the order desk.",

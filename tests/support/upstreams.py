@@ -30,6 +30,14 @@ def upstreams() -> Iterator[list[FakeOpenAI]]:
     RECORDER.flush()  # what this test's requests recorded goes to this test's database, not the next one's
 
 
+def node_and_model(node_id: str, model_id: str, actor: Principal = OWNER_A) -> None:
+    """The node and the model on it, each made unless the organization has it already."""
+    if not Node.objects.for_org(actor.org_id).filter(node_id=node_id).exists():
+        NodeFactory.create(node_id=node_id, actor=actor)
+    if not AIModel.objects.for_org(actor.org_id).filter(model_id=model_id).exists():
+        AIModelFactory.create(model_id=model_id, node_id=node_id, actor=actor)
+
+
 def serve(
     upstreams: list[FakeOpenAI],
     deployment_id: str,
@@ -43,11 +51,8 @@ def serve(
     """A running deployment of `model_id` (the node and model made on first use) answered by a fake server."""
     server = FakeOpenAI(free_port(), Behaviour(**behaviour))
     upstreams.append(server)
-    if not Node.objects.for_org(actor.org_id).filter(node_id=node_id).exists():
-        NodeFactory.create(node_id=node_id, actor=actor)
+    node_and_model(node_id, model_id, actor)
     Node.objects.for_org(actor.org_id).filter(node_id=node_id).update(status="online")
-    if not AIModel.objects.for_org(actor.org_id).filter(model_id=model_id).exists():
-        AIModelFactory.create(model_id=model_id, node_id=node_id, actor=actor)
     deployment = DeploymentFactory.create(deployment_id=deployment_id, model_id=model_id, node_id=node_id, actor=actor)
     Deployment.objects.filter(pk=deployment.pk).update(
         status="running", is_running=True, endpoint=server.base_url, backend=backend, health_status="healthy"
