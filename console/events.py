@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponseBase
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -30,6 +30,7 @@ from rest_framework.views import APIView
 
 from aiwm_project.api.errors import error_response
 from aiwm_project.api.schema import ErrorBody
+from aiwm_project.api.streams import event_stream
 from aiwm_project.auth import TokenError, authenticate_user_token, bearer_token
 from aiwm_project.datetimes import format_datetime
 from aiwm_project.live_events import LiveEvent, hub
@@ -77,10 +78,7 @@ def events_stream(request: HttpRequest) -> HttpResponseBase:
         response["WWW-Authenticate"] = 'Bearer realm="aiwm"'
         return response
     last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId") or None
-    response = StreamingHttpResponse(_frames(org_id, last_event_id), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache, no-transform"
-    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
-    return response
+    return event_stream(_frames(org_id, last_event_id))
 
 
 def _listener(request: HttpRequest) -> tuple[str | None, str]:

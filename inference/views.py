@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 
 from aiwm_project.api.errors import error_body
 from aiwm_project.api.schema import entity_schema_view
+from aiwm_project.api.streams import event_stream
 from aiwm_project.api.viewsets import EntityViewSet
 from aiwm_project.auth import Principal
 from aiwm_project.permissions import RolePermission
@@ -167,10 +168,7 @@ class ConversationChatView(APIView):
             max_tokens=query.validated_data.get("maxTokens"),
         )
         if query.validated_data["stream"]:
-            response = StreamingHttpResponse(sse(request, turn), content_type="text/event-stream")
-            response["Cache-Control"] = "no-cache"
-            response["X-Accel-Buffering"] = "no"
-            return response
+            return event_stream(sse(request, turn))
         # On the server's event loop (this view runs in a thread of its own: aiwm_project.http_handler).
         message = async_to_sync(answer_of)(turn)
         return Response(

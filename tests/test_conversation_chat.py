@@ -138,6 +138,7 @@ def test_a_streamed_turn_sends_the_text_as_it_comes_then_the_stored_message(
     conversation = a_conversation(model_id="m1")
     answer = chat(gateway, conversation, {"content": "Hi", "stream": True})
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
+    assert answer.headers["cache-control"] == "no-cache, no-transform"  # no proxy may hold it back
     events = events_of(answer)
     assert events[0][0] == "userMessage" and events[0][1]["content"] == "Hi" and events[0][1]["role"] == "user"
     tokens = [data["content"] for event, data in events if event == "token"]
