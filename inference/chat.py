@@ -69,6 +69,11 @@ def estimate_tokens(text: str) -> int:
     return estimated_tokens(text) + MESSAGE_OVERHEAD_TOKENS
 
 
+def prompt_cost(parts: list[dict[str, Any]]) -> int:
+    """The estimated tokens of chat messages (or tool schemas), each as the JSON sent."""
+    return sum(estimate_tokens(json.dumps(part)) for part in parts)
+
+
 @dataclass(frozen=True)
 class OfferedTool:
     tool_id: str
@@ -179,8 +184,7 @@ def prepare_turn(
     reply_tokens = max_tokens or settings.AIWM_CHAT_MAX_TOKENS
     last = replayed(new)
     budget = settings.AIWM_CHAT_CONTEXT_TOKENS - reply_tokens - estimate_tokens(system)
-    budget -= sum(estimate_tokens(json.dumps(m)) for m in last)
-    budget -= sum(estimate_tokens(json.dumps(t.spec())) for t in tools.values())
+    budget -= prompt_cost(last) + prompt_cost([t.spec() for t in tools.values()])
     prompt = [{"role": "system", "content": system}] if system else []
     prompt += history_within(newest_first, budget)
     prompt += last
@@ -259,7 +263,7 @@ def history_within(newest_first: list[Message], budget: int) -> list[dict[str, A
     kept: list[list[dict[str, Any]]] = []
     for message in newest_first:
         replay = replayed(message)
-        cost = sum(estimate_tokens(json.dumps(m)) for m in replay)
+        cost = prompt_cost(replay)
         if cost > budget:
             break
         budget -= cost
