@@ -98,23 +98,18 @@ def build_app(b: Behaviour) -> web.Application:
         words = _words(min(int(body.get("max_tokens") or b.tokens), b.tokens))
         chat = request.path.endswith("/chat/completions")
         base = {"id": "cmpl-fake", "created": int(time.time()), "model": body.get("model")}
-        calls: list[dict[str, Any]] = []
         if chat and b.tool_call is not None:
             last = (body.get("messages") or [{}])[-1]
             if last.get("role") == "tool":
                 words = ["The tool said: ", str(last.get("content"))]
             elif body.get("tools"):
                 name, arguments = b.tool_call
-                calls = [
-                    {
-                        "id": f"call_{len(b.requests)}",
-                        "type": "function",
-                        "function": {"name": name, "arguments": arguments},
-                    }
-                ]
-                words = []
-        if calls:
-            return await _answer_with_tool_calls(request, body, base, calls)
+                call = {
+                    "id": f"call_{len(b.requests)}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments},
+                }
+                return await _answer_with_tool_calls(request, body, base, [call])
         if not body.get("stream"):
             usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
             choice: dict[str, Any] = (
